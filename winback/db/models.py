@@ -1,0 +1,405 @@
+"""Every table winback stores, as SQLAlchemy 2 declarative models.
+
+Conventions: timestamps are timezone-aware UTC and named `*_at`; money is `Money` (Numeric 14,2)
+in the currency stored beside it; every customer-scoped table carries `customer_id` so a store that
+outgrows one database server can shard by customer. External ids (Segment/Shopify ids) are strings.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from winback.db.types import BigId, Json, Money, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 255  # external ids, message ids, identity values
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# --- access and configuration -------------------------------------------------------------------
+
+
+class ApiKey(Base):
+    """A write key (ingest only) or an admin key; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))  # "write" | "admin"
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to recognise a key in lists
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StoreSettingsRow(Base):
+    """The store profile as last saved through the admin API (one row, id 1)."""
+
+    __tablename__ = "store_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """A named, expiring claim on a singleton piece of work (e.g. the event processor)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- the event stream ---------------------------------------------------------------------------
+
+
+class Event(Base):
+    """One accepted Segment-spec message (or a Shopify webhook / derived event mapped to one).
+
+    Append-only. `message_id` is unique, so a retried batch changes nothing. `processed_at` is
+    null until the processor has applied the event to profiles and commerce state.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    source: Mapped[str] = mapped_column(String(16))  # segment | shopify | derived | import
+    type: Mapped[str] = mapped_column(String(16))  # identify | track | page | screen | group | alias
+    event: Mapped[str | None] = mapped_column(String(200))  # track name, e.g. "Order Completed"
+    name: Mapped[str | None] = mapped_column(String(200))  # page/screen name
+    category: Mapped[str | None] = mapped_column(String(200))  # page category
+    user_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    anonymous_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    group_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    previous_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    traits: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    context: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)  # skew-corrected event time
+    original_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    customer_id: Mapped[int | None] = mapped_column(BigId)  # set when processed
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index(
+            "ix_events_unprocessed",
+            "id",
+            sqlite_where=text("processed_at IS NULL"),
+            postgresql_where=text("processed_at IS NULL"),
+        ),
+        Index("ix_events_customer_id_timestamp", "customer_id", "timestamp"),
+        Index("ix_events_event_timestamp", "event", "timestamp"),
+    )
+
+
+class ShopifyWebhookReceipt(Base):
+    """Each Shopify webhook delivery taken, for dedupe by webhook id and stale-update checks."""
+
+    __tablename__ = "shopify_webhook_receipts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    topic: Mapped[str] = mapped_column(String(100))
+    resource_key: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # e.g. "checkout:123"
+    triggered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(32))  # accepted | stale | privacy
+
+    __table_args__ = (Index("ix_shopify_webhook_receipts_resource", "resource_key", "triggered_at"),)
+
+
+# --- profiles -----------------------------------------------------------------------------------
+
+
+class Customer(Base):
+    """A person, known or anonymous, with profile fields, current consent and running aggregates."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)  # E.164
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    birthday: Mapped[date | None] = mapped_column(Date)
+    gender: Mapped[str | None] = mapped_column(String(50))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    address_line1: Mapped[str | None] = mapped_column(String(300))
+    address_line2: Mapped[str | None] = mapped_column(String(300))
+    city: Mapped[str | None] = mapped_column(String(200))
+    region: Mapped[str | None] = mapped_column(String(200))
+    zip: Mapped[str | None] = mapped_column(String(32))
+    country: Mapped[str | None] = mapped_column(String(2))  # ISO 3166-1 alpha-2
+    tags: Mapped[list[str]] = mapped_column(Json, default=list)
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+    # Current consent per channel: subscribed | unsubscribed | null (never asked).
+    email_consent: Mapped[str | None] = mapped_column(String(16))
+    sms_consent: Mapped[str | None] = mapped_column(String(16))
+    push_consent: Mapped[str | None] = mapped_column(String(16))
+
+    # Running aggregates, updated as events are applied (never by a full rebuild).
+    orders_count: Mapped[int] = mapped_column(Integer, default=0)
+    total_spent: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))  # net of refunds
+    total_refunded: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    average_order_value: Mapped[Decimal | None] = mapped_column(Money)
+    first_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_product_viewed_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    last_product_viewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_cart_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    merged_into_id: Mapped[int | None] = mapped_column(BigId, index=True)  # set on the absorbed profile
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CustomerIdentity(Base):
+    """An identifier that points at a customer: user_id, anonymous_id, email or phone."""
+
+    __tablename__ = "customer_identities"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigId, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+
+
+class ConsentRecord(Base):
+    """Append-only proof of every consent change: who, which channel, what, from where, when."""
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigId, index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # email | sms | push
+    status: Mapped[str] = mapped_column(String(16))  # subscribed | unsubscribed
+    source: Mapped[str] = mapped_column(String(100))  # e.g. "shopify:checkout", "segment:identify"
+    evidence: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    event_id: Mapped[int | None] = mapped_column(BigId)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- catalog ------------------------------------------------------------------------------------
+
+
+class Product(Base):
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    sku: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    name: Mapped[str | None] = mapped_column(String(500))
+    brand: Mapped[str | None] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(300))
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    image_url: Mapped[str | None] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    collections: Mapped[list[str]] = mapped_column(Json, default=list)
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProductVariant(Base):
+    __tablename__ = "product_variants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    variant_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    product_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    sku: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    name: Mapped[str | None] = mapped_column(String(500))
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProductCollection(Base):
+    """Which collections/categories a product belongs to (for 'bought from collection X')."""
+
+    __tablename__ = "product_collections"
+
+    product_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    collection: Mapped[str] = mapped_column(String(300), primary_key=True)
+
+
+# --- carts, checkouts, orders -------------------------------------------------------------------
+
+
+class Checkout(Base):
+    """A cart or checkout by its external id, with its line items and recovery state.
+
+    status: open → abandoned → recovered (completed after abandonment) | completed.
+    """
+
+    __tablename__ = "checkouts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # cart | checkout
+    external_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    value: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    coupon: Mapped[str | None] = mapped_column(String(200))
+    recovery_url: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    step: Mapped[int | None] = mapped_column(Integer)
+    order_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    abandoned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("kind", "external_id"),
+        Index("ix_checkouts_status_last_activity_at", "status", "last_activity_at"),
+    )
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    checkout_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    cart_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    status: Mapped[str] = mapped_column(String(24))  # placed | paid | cancelled | refunded | partially_refunded
+    total: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    subtotal: Mapped[Decimal | None] = mapped_column(Money)
+    revenue: Mapped[Decimal | None] = mapped_column(Money)
+    shipping: Mapped[Decimal | None] = mapped_column(Money)
+    tax: Mapped[Decimal | None] = mapped_column(Money)
+    discount: Mapped[Decimal | None] = mapped_column(Money)
+    refunded_total: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    coupons: Mapped[list[str]] = mapped_column(Json, default=list)
+    shipping_country: Mapped[str | None] = mapped_column(String(2))
+    shipping_region: Mapped[str | None] = mapped_column(String(200))
+    shipping_city: Mapped[str | None] = mapped_column(String(200))
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_orders_placed_at", "placed_at"),)
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_pk: Mapped[int] = mapped_column(BigId, ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    product_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    variant_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    sku: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    name: Mapped[str | None] = mapped_column(String(500))
+    category: Mapped[str | None] = mapped_column(String(300))
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    refund_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    order_pk: Mapped[int] = mapped_column(BigId, ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    refunded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CustomerProduct(Base):
+    """Products a customer has ever bought (running, for 'bought product X' segments)."""
+
+    __tablename__ = "customer_products"
+
+    customer_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer, default=0)
+    first_bought_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_bought_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_customer_products_product_id", "product_id"),)
+
+
+class CustomerCollection(Base):
+    """Collections a customer has ever bought from."""
+
+    __tablename__ = "customer_collections"
+
+    customer_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    collection: Mapped[str] = mapped_column(String(300), primary_key=True)
+    first_bought_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_bought_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_customer_collections_collection", "collection"),)
+
+
+class IntentSession(Base):
+    """A stretch of browsing or searching by one customer, watched for abandonment.
+
+    kind: browse | search. items: what was viewed (with view counts and dwell seconds) or the
+    queries searched. status: open → abandoned (event emitted) | converted (cart add / order).
+    """
+
+    __tablename__ = "intent_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigId, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    items: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_intent_sessions_status_last_activity_at", "status", "last_activity_at"),)
+

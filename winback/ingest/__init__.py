@@ -1,0 +1,1 @@
+"""Taking events in: the Segment tracking API format, Shopify webhooks, and the event store."""

@@ -1,0 +1,33 @@
+"""Writing accepted events: one transaction per request, deduplicated by message id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Engine, insert
+from sqlalchemy.dialects import postgresql, sqlite
+
+from winback.db.models import Event
+from winback.ingest.segment import EventRow
+
+
+def insert_statement(connection: Connection):  # type: ignore[no-untyped-def]
+    """INSERT … ON CONFLICT (message_id) DO NOTHING for the connection's dialect."""
+    table = Event.__table__
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["message_id"])
+    if connection.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["message_id"])
+    return insert(table)
+
+
+def append_events(connection: Connection, rows: Sequence[EventRow]) -> None:
+    """Append events inside the caller's transaction; already-seen message ids are skipped."""
+    if rows:
+        connection.execute(insert_statement(connection), [row.as_insert() for row in rows])
+
+
+def store_events(engine: Engine, rows: Sequence[EventRow]) -> None:
+    """Append events in their own transaction: all of them or, on any error, none."""
+    with engine.begin() as connection:
+        append_events(connection, rows)

@@ -1,0 +1,131 @@
+"""One typed settings object, read from WINBACK_* environment variables and an optional TOML file.
+
+Precedence (highest first): environment variables, the settings file (`WINBACK_SETTINGS_FILE`,
+default `./winback.toml` when present), built-in defaults. The store profile set through the admin
+API (`PUT /api/v1/store`) is kept in the database and overrides the `store_*` values here.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATABASE_URL = "sqlite:///./winback.db"
+DEFAULT_SETTINGS_FILE = "winback.toml"
+
+
+class StoreProfile(BaseModel):
+    """What messages and relative times need to know about the shop."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = "My Store"
+    url: str = "http://localhost:8000"
+    timezone: str = "UTC"
+    currency: str = "USD"
+    locale: str = "en-US"
+    support_email: str | None = None
+    support_phone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/Berlin')") from exc
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        if len(value) != 3 or not value.isalpha():
+            raise ValueError(f"currency must be a 3-letter ISO 4217 code, got {value!r}")
+        return value.upper()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WINBACK_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+    # Store profile defaults (the admin API can override them at run time).
+    store_name: str = "My Store"
+    store_url: str = "http://localhost:8000"
+    store_timezone: str = "UTC"
+    store_currency: str = "USD"
+    store_locale: str = "en-US"
+    store_support_email: str | None = None
+    store_support_phone: str | None = None
+
+    # Shopify webhook shared secret; without it /webhooks/shopify refuses every call.
+    shopify_webhook_secret: str | None = None
+
+    # Ingestion limits from the Segment HTTP tracking API spec.
+    max_event_bytes: int = 32 * 1024
+    max_batch_bytes: int = 500 * 1024
+
+    # Derived lifecycle events.
+    checkout_abandoned_after_s: float = Field(60 * 60, description="seconds without checkout activity")
+    browse_abandoned_after_s: float = Field(60 * 60, description="seconds after the last view with no cart add")
+    browse_min_views: int = Field(2, description="views of one product/category that count as interest")
+    browse_min_dwell_s: float = Field(30, description="seconds on one product page that count as interest")
+    search_abandoned_after_s: float = Field(60 * 60, description="seconds after a search with no cart add/order")
+
+    # Worker loops.
+    worker_poll_s: float = 0.5
+    worker_lease_s: float = 30.0
+    process_batch_size: int = 500
+
+    cors_origins: list[str] = ["*"]
+
+    def store_profile(self) -> StoreProfile:
+        return StoreProfile(
+            name=self.store_name,
+            url=self.store_url,
+            timezone=self.store_timezone,
+            currency=self.store_currency,
+            locale=self.store_locale,
+            support_email=self.store_support_email,
+            support_phone=self.store_support_phone,
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = Path(os.environ.get("WINBACK_SETTINGS_FILE", DEFAULT_SETTINGS_FILE))
+        if settings_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=settings_file))
+        elif "WINBACK_SETTINGS_FILE" in os.environ:
+            raise FileNotFoundError(
+                f"WINBACK_SETTINGS_FILE points at {settings_file}, which does not exist"
+            )
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests and embedding: environment and file, with explicit overrides on top."""
+    return Settings(**overrides)
