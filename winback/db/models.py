@@ -269,7 +269,8 @@ class ProductCollection(Base):
 class Checkout(Base):
     """A cart or checkout by its external id, with its line items and recovery state.
 
-    status: open → abandoned → recovered (completed after abandonment) | completed.
+    status: open → abandoned → recovered (completed after abandonment) | completed; a cart that
+    moved on to a checkout becomes `checked_out` (the checkout then carries the abandonment).
     """
 
     __tablename__ = "checkouts"
@@ -277,6 +278,7 @@ class Checkout(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # cart | checkout
     external_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    cart_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # the cart a checkout started from
     customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
     status: Mapped[str] = mapped_column(String(16), default="open")
     value: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))

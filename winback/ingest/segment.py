@@ -45,6 +45,7 @@ class EventRow:
     context: dict[str, Any] = field(default_factory=dict)
     original_timestamp: datetime | None = None
     sent_at: datetime | None = None
+    customer_id: int | None = None  # known up front only for derived events
 
     def as_insert(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class EventRow:
             "original_timestamp": self.original_timestamp,
             "sent_at": self.sent_at,
             "received_at": self.received_at,
+            "customer_id": self.customer_id,
         }
 
 

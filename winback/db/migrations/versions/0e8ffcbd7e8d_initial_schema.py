@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 823559c7b8e0
+Revision ID: 0e8ffcbd7e8d
 Revises:
-Create Date: 2026-11-23 12:54:10.045170
+Create Date: 2026-11-23 12:57:16.235015
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 import winback.db.types
 
-revision = "823559c7b8e0"
+revision = "0e8ffcbd7e8d"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("external_id", sa.String(length=255), nullable=False),
+        sa.Column("cart_id", sa.String(length=255), nullable=True),
         sa.Column("customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("value", sa.Numeric(precision=14, scale=2), nullable=False),

@@ -1,0 +1,1 @@
+"""The store model: catalog, carts and checkouts, orders and refunds, abandonment."""

@@ -1,0 +1,150 @@
+"""The product catalog, learned from e-commerce events and webhooks, and importable.
+
+Products are keyed by their external `product_id` (Segment spec) and variants by `variant_id`.
+A snapshot only ever adds information: a missing field never erases a known one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from winback.db.models import Product, ProductCollection, ProductVariant
+from winback.kernel.money import to_amount
+
+
+@dataclass(frozen=True, slots=True)
+class ProductInfo:
+    """What one event or webhook says about a product (and possibly one of its variants)."""
+
+    product_id: str
+    name: str | None = None
+    sku: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    price: Decimal | None = None
+    currency: str | None = None
+    image_url: str | None = None
+    url: str | None = None
+    collections: tuple[str, ...] = ()
+    variant_id: str | None = None
+    variant_name: str | None = None
+    variant_sku: str | None = None
+    variant_price: Decimal | None = None
+    variant_image_url: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def collections_of(props: Mapping[str, Any]) -> tuple[str, ...]:
+    """Collections from `collections` (list or comma string) plus the spec's `category`."""
+    found: list[str] = []
+    raw = props.get("collections")
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if isinstance(raw, list):
+        found.extend(t for t in (_text(item) for item in raw) if t)
+    category = _text(props.get("category"))
+    if category:
+        found.append(category)
+    return tuple(dict.fromkeys(found))
+
+
+def product_from_properties(props: Mapping[str, Any]) -> ProductInfo | None:
+    """Read a Segment e-commerce product object (Product Viewed properties, products[] items)."""
+    product_id = _text(props.get("product_id")) or _text(props.get("id")) or _text(props.get("sku"))
+    if product_id is None:
+        return None
+    variant_id = _text(props.get("variant_id"))
+    variant_label = _text(props.get("variant"))
+    return ProductInfo(
+        product_id=product_id,
+        name=_text(props.get("name")),
+        sku=_text(props.get("sku")) if not variant_id else None,
+        brand=_text(props.get("brand")),
+        category=_text(props.get("category")),
+        price=to_amount(props.get("price")) if not variant_id else None,
+        currency=(_text(props.get("currency")) or "").upper()[:3] or None,
+        image_url=_text(props.get("image_url")),
+        url=_text(props.get("url")),
+        collections=collections_of(props),
+        variant_id=variant_id,
+        variant_name=variant_label,
+        variant_sku=_text(props.get("sku")) if variant_id else None,
+        variant_price=to_amount(props.get("price")) if variant_id else None,
+        variant_image_url=_text(props.get("image_url")) if variant_id else None,
+    )
+
+
+def _merge_product(row: Product, info: ProductInfo, now: datetime) -> None:
+    for attribute in ("name", "sku", "brand", "category", "price", "currency", "image_url", "url"):
+        value = getattr(info, attribute)
+        if value is not None and getattr(row, attribute) != value:
+            setattr(row, attribute, value)
+    if info.collections:
+        merged = list(dict.fromkeys([*(row.collections or []), *info.collections]))
+        if merged != row.collections:
+            row.collections = merged
+    if info.properties:
+        row.properties = {**(row.properties or {}), **info.properties}
+    row.updated_at = now
+
+
+def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetime) -> None:
+    """Create or enrich products, variants and collection links in the caller's transaction."""
+    by_product: dict[str, list[ProductInfo]] = {}
+    for info in infos:
+        by_product.setdefault(info.product_id, []).append(info)
+    if not by_product:
+        return
+    existing = {
+        row.product_id: row
+        for row in session.scalars(select(Product).where(Product.product_id.in_(list(by_product))))
+    }
+    variant_ids = [i.variant_id for group in by_product.values() for i in group if i.variant_id]
+    variants = (
+        {
+            row.variant_id: row
+            for row in session.scalars(select(ProductVariant).where(ProductVariant.variant_id.in_(variant_ids)))
+        }
+        if variant_ids
+        else {}
+    )
+    for product_id, group in by_product.items():
+        row = existing.get(product_id)
+        if row is None:
+            row = Product(product_id=product_id, collections=[], properties={}, created_at=now, updated_at=now)
+            session.add(row)
+            existing[product_id] = row
+        known_collections = set(row.collections or [])
+        for info in group:
+            _merge_product(row, info, now)
+            if info.variant_id:
+                variant = variants.get(info.variant_id)
+                if variant is None:
+                    variant = ProductVariant(variant_id=info.variant_id, product_id=product_id, updated_at=now)
+                    session.add(variant)
+                    variants[info.variant_id] = variant
+                for attribute, value in (
+                    ("name", info.variant_name),
+                    ("sku", info.variant_sku),
+                    ("price", info.variant_price),
+                    ("image_url", info.variant_image_url),
+                ):
+                    if value is not None:
+                        setattr(variant, attribute, value)
+                variant.updated_at = now
+        for collection in set(row.collections or []) - known_collections:
+            session.merge(ProductCollection(product_id=product_id, collection=collection))

@@ -1,0 +1,1 @@
+"""Applying the event stream to profiles and commerce state, per customer and in order."""

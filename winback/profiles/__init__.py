@@ -1,0 +1,1 @@
+"""Customer profiles: identity resolution and merges, normalised contact data, consent."""

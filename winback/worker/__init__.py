@@ -1,0 +1,1 @@
+"""The loops that claim background work: event processing, abandonment sweeps."""
