@@ -117,7 +117,9 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
     variants = (
         {
             row.variant_id: row
-            for row in session.scalars(select(ProductVariant).where(ProductVariant.variant_id.in_(variant_ids)))
+            for row in session.scalars(
+                select(ProductVariant).where(ProductVariant.variant_id.in_(variant_ids))
+            )
         }
         if variant_ids
         else {}
@@ -125,7 +127,9 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
     for product_id, group in by_product.items():
         row = existing.get(product_id)
         if row is None:
-            row = Product(product_id=product_id, collections=[], properties={}, created_at=now, updated_at=now)
+            row = Product(
+                product_id=product_id, collections=[], properties={}, created_at=now, updated_at=now
+            )
             session.add(row)
             existing[product_id] = row
         known_collections = set(row.collections or [])
@@ -134,7 +138,9 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
             if info.variant_id:
                 variant = variants.get(info.variant_id)
                 if variant is None:
-                    variant = ProductVariant(variant_id=info.variant_id, product_id=product_id, updated_at=now)
+                    variant = ProductVariant(
+                        variant_id=info.variant_id, product_id=product_id, updated_at=now
+                    )
                     session.add(variant)
                     variants[info.variant_id] = variant
                 for attribute, value in (

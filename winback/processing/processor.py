@@ -1,0 +1,283 @@
+"""Applying stored events to profiles and the store model, in arrival order, a batch at a time.
+
+One batch is one write transaction: the events are read, every row they touch is loaded with a
+handful of set-based queries, the events are applied in order in memory, and everything is
+written back together with the events' `processed_at`. A crash mid-batch rolls all of it back,
+so an event is applied exactly once.
+
+Two phases per batch:
+1. identity: each event is given its customer (creating profiles, attaching identities and
+   merging profiles that the event proves are one person), then new profiles are inserted and
+   merges are carried out in the database;
+2. effects: traits, consent, catalog, carts/checkouts, orders/refunds, browse and search
+   sessions, and the running aggregates are applied to the surviving profiles (`effects.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from winback.db.engine import transaction
+from winback.db.models import Customer, CustomerIdentity, Event
+from winback.processing import effects, merge
+from winback.profiles import contact, identity, traits
+from winback.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500  # events per transaction when no limit is given
+
+
+@dataclass(slots=True)
+class PreparedEvent:
+    """An event row plus what phase 1 worked out about it."""
+
+    row: Row[Any]
+    update: traits.ProfileUpdate | None
+    email: str | None
+    phone: str | None
+    customer: Customer | None = None
+
+
+@dataclass
+class IdentityBook:
+    """Which profile owns which identity, for the keys this batch mentions."""
+
+    owners: dict[identity.Key, Customer] = field(default_factory=dict)
+    new_identities: list[tuple[identity.Key, Customer]] = field(default_factory=list)
+    absorbed_into: dict[int, Customer] = field(default_factory=dict)  # id(obj) -> survivor
+
+    def final(self, customer: Customer) -> Customer:
+        while id(customer) in self.absorbed_into:
+            customer = self.absorbed_into[id(customer)]
+        return customer
+
+    def owner(self, key: identity.Key) -> identity.Owner[Customer] | None:
+        customer = self.owners.get(key)
+        if customer is None:
+            return None
+        customer = self.final(customer)
+        return identity.Owner(customer, customer.user_id)
+
+
+def process_pending(runtime: Runtime, limit: int | None = None) -> int:
+    """Apply unprocessed events; one batch of at most `limit`, or everything when limit is None."""
+    if limit is not None:
+        return process_batch(runtime, limit)
+    applied = 0
+    while True:
+        count = process_batch(runtime, BATCH_SIZE)
+        applied += count
+        if count < BATCH_SIZE:
+            return applied
+
+
+def process_batch(runtime: Runtime, size: int) -> int:
+    with transaction(runtime.engine) as session:
+        rows = _claim(session, size)
+        if not rows:
+            return 0
+        BatchProcessor(session, runtime, rows).run()
+        return len(rows)
+
+
+def _claim(session: Session, size: int) -> list[Row[Any]]:
+    table = Event.__table__
+    query = select(table).where(table.c.processed_at.is_(None)).order_by(table.c.id).limit(size)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.execute(query))
+
+
+class BatchProcessor:
+    def __init__(self, session: Session, runtime: Runtime, rows: list[Row[Any]]) -> None:
+        self.session = session
+        self.runtime = runtime
+        self.now: datetime = runtime.clock.now()
+        self.store_region = contact.region_of_locale(runtime.settings.store_locale)
+        self.events = [self._prepare(row) for row in rows]
+        self.book = IdentityBook()
+        self.customers_by_id: dict[int, Customer] = {}
+        self.merges: list[tuple[Customer, Customer]] = []  # (absorbed, survivor) in order
+
+    # --- phase 1: identity ---------------------------------------------------------------------
+
+    def _prepare(self, row: Row[Any]) -> PreparedEvent:
+        context = row.context or {}
+        sources: list[dict[str, Any]] = []
+        if isinstance(context.get("traits"), dict):
+            sources.append(context["traits"])
+        if row.type == "identify" and row.traits:
+            sources.append(row.traits)
+        if row.type == "group":
+            sources = [s for s in sources if s is not row.traits]
+        merged: dict[str, Any] = {}
+        for source in sources:
+            merged.update(source)
+        update = (
+            traits.read_traits(merged, context=context, phone_region=self.store_region) if merged else None
+        )
+        email = update.email if update else None
+        phone = update.phone if update else None
+        if row.type == "track" and row.event in effects.CONTACT_BEARING_EVENTS:
+            props = row.properties or {}
+            email = email or contact.normalise_email(props.get("email"))
+            phone = phone or contact.normalise_phone(props.get("phone"), self.store_region)
+        return PreparedEvent(row=row, update=update, email=email, phone=phone)
+
+    def run(self) -> None:
+        self._load_identities()
+        for prepared in self.events:
+            prepared.customer = self._resolve(prepared)
+        self._write_identities_and_merges()
+        context = effects.BatchContext.load(
+            self.session, self.runtime, self.now, [p.row for p in self.events], self._survivors()
+        )
+        for prepared in self.events:
+            customer = self.book.final(prepared.customer) if prepared.customer else None
+            prepared.customer = customer
+            if customer is not None:
+                effects.apply_event(context, customer, prepared.row, prepared.update)
+        context.flush()
+        self._mark_processed()
+
+    def _keys_of(self, prepared: PreparedEvent) -> list[identity.Key]:
+        row = prepared.row
+        return identity.event_keys(row.user_id, row.anonymous_id, prepared.email, prepared.phone)
+
+    def _alias_keys(self, prepared: PreparedEvent) -> list[identity.Key]:
+        previous = prepared.row.previous_id
+        if prepared.row.type != "alias" or not previous:
+            return []
+        return [(identity.USER_ID, previous), (identity.ANONYMOUS_ID, previous)]
+
+    def _load_identities(self) -> None:
+        wanted: set[identity.Key] = set()
+        derived_ids: set[int] = set()
+        for prepared in self.events:
+            wanted.update(self._keys_of(prepared))
+            wanted.update(self._alias_keys(prepared))
+            if prepared.row.customer_id is not None:
+                derived_ids.add(prepared.row.customer_id)
+        owner_ids: dict[identity.Key, int] = {}
+        wanted_list = list(wanted)
+        for start in range(0, len(wanted_list), 500):
+            chunk = wanted_list[start : start + 500]
+            query = select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
+                tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(chunk)
+            )
+            for kind, value, customer_id in self.session.execute(query):
+                owner_ids[(kind, value)] = customer_id
+        self._load_customers(set(owner_ids.values()) | derived_ids)
+        for key, customer_id in owner_ids.items():
+            customer = self.customers_by_id.get(customer_id)
+            if customer is not None:
+                self.book.owners[key] = customer
+
+    def _load_customers(self, ids: set[int]) -> None:
+        """Load profiles by id, following merge tombstones to their survivors."""
+        pending = ids - set(self.customers_by_id)
+        while pending:
+            rows = list(self.session.scalars(select(Customer).where(Customer.id.in_(list(pending)))))
+            next_ids: set[int] = set()
+            for customer in rows:
+                self.customers_by_id[customer.id] = customer
+                if customer.merged_into_id is not None:
+                    next_ids.add(customer.merged_into_id)
+            pending = next_ids - set(self.customers_by_id)
+        for customer in list(self.customers_by_id.values()):
+            if customer.merged_into_id is not None:
+                survivor = self.customers_by_id.get(customer.merged_into_id)
+                if survivor is not None:
+                    self.book.absorbed_into[id(customer)] = survivor
+
+    def _resolve(self, prepared: PreparedEvent) -> Customer | None:
+        row = prepared.row
+        if row.customer_id is not None:  # derived events know their customer
+            known = self.customers_by_id.get(row.customer_id)
+            return self.book.final(known) if known is not None else None
+        keys = self._keys_of(prepared)
+        alias_keys = self._alias_keys(prepared)
+        owners = {key: owner for key in [*keys, *alias_keys] if (owner := self.book.owner(key)) is not None}
+        resolution = identity.resolve(keys, owners, user_id=row.user_id, alias_of=alias_keys)
+        survivor = self._new_customer(row) if resolution.survivor is None else resolution.survivor.profile
+        if resolution.give_user_id is not None:
+            survivor.user_id = resolution.give_user_id
+        for absorbed in resolution.absorbed:
+            self._absorb(absorbed.profile, survivor)
+        for key in resolution.unowned:
+            self.book.owners[key] = survivor
+            self.book.new_identities.append((key, survivor))
+        return survivor
+
+    def _new_customer(self, row: Row[Any]) -> Customer:
+        customer = Customer(
+            user_id=row.user_id,
+            tags=[],
+            properties={},
+            orders_count=0,
+            total_spent=effects.ZERO,
+            total_refunded=effects.ZERO,
+            first_seen_at=row.timestamp,
+            last_seen_at=row.timestamp,
+            created_at=row.timestamp,
+            updated_at=self.now,
+        )
+        self.session.add(customer)
+        return customer
+
+    def _absorb(self, absorbed: Customer, survivor: Customer) -> None:
+        if absorbed is survivor:
+            return
+        self.book.absorbed_into[id(absorbed)] = survivor
+        if absorbed.user_id and not survivor.user_id:
+            # Only possible through an explicit alias: the survivor takes the user id over.
+            survivor.user_id, absorbed.user_id = absorbed.user_id, None
+        elif absorbed.user_id:
+            absorbed.user_id = None  # the identity row keeps pointing the old user id here
+        self.merges.append((absorbed, survivor))
+
+    def _survivors(self) -> list[Customer]:
+        seen: dict[int, Customer] = {}
+        for prepared in self.events:
+            if prepared.customer is not None:
+                customer = self.book.final(prepared.customer)
+                seen[id(customer)] = customer
+        return list(seen.values())
+
+    def _write_identities_and_merges(self) -> None:
+        # Profiles created and absorbed within this batch are never written.
+        for absorbed, _survivor in self.merges:
+            if absorbed.id is None and absorbed in self.session.new:
+                self.session.expunge(absorbed)
+        self.session.flush()  # inserts new profiles (ids now known), writes user id changes
+        identities = []
+        for key, owner in self.book.new_identities:
+            final = self.book.final(owner)
+            identities.append(
+                {"customer_id": final.id, "kind": key[0], "value": key[1], "created_at": self.now}
+            )
+        if identities:
+            self.session.execute(CustomerIdentity.__table__.insert(), identities)
+        for absorbed, survivor in self.merges:
+            if absorbed.id is not None:
+                merge.merge_into(self.session, absorbed, self.book.final(survivor), self.now)
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _mark_processed(self) -> None:
+        updates = [
+            {
+                "id": prepared.row.id,
+                "customer_id": prepared.customer.id if prepared.customer is not None else None,
+                "processed_at": self.now,
+            }
+            for prepared in self.events
+        ]
+        self.session.execute(update(Event), updates)
