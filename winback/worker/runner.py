@@ -1,0 +1,220 @@
+"""The worker loop: apply pending events, then close abandoned carts, checkouts and sessions.
+
+Each pass runs its components one after the other. Singleton work (applying events in order, the
+abandonment sweep) is guarded by a named lease, so any number of workers can run side by side and
+a crashed worker's share is taken over once its lease expires. A component that fails is logged
+with its traceback and contained: the other components still run, and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any, TypeVar
+
+from winback.commerce import abandonment
+from winback.runtime import Runtime
+from winback.worker import leases
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PROCESSOR_LEASE = "event-processor"
+SWEEPER_LEASE = "abandonment-sweeper"
+MAX_BATCHES_PER_PASS = 20  # full event batches applied before a pass moves on to the sweep
+SWEEP_INTERVAL = 5.0  # seconds between abandonment sweeps (windows are minutes to hours long)
+STOP_TIMEOUT = 5.0  # seconds BackgroundWorker.stop waits for the loop to finish its pass
+RENEW_FRACTION = 0.5  # a held lease is renewed once less than this share of its ttl remains
+
+
+def default_holder() -> str:
+    """A lease holder name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """What one pass did."""
+
+    events_applied: int = 0
+    sweep: abandonment.SweepResult | None = None
+
+    @property
+    def total(self) -> int:
+        return self.events_applied + (self.sweep.total if self.sweep else 0)
+
+    def describe(self) -> str:
+        parts = [f"applied {self.events_applied} events"]
+        if self.sweep is not None and self.sweep.total:
+            parts.append(self.sweep.describe())
+        return "; ".join(parts)
+
+
+class Worker:
+    """One worker's passes over the background work; safe to run alongside other workers."""
+
+    def __init__(self, runtime: Runtime, holder: str | None = None) -> None:
+        self.runtime = runtime
+        self.holder = holder or default_holder()
+        self._lease_expiry: dict[str, datetime] = {}  # leases this worker believes it holds
+        self._next_sweep_at: datetime | None = None
+
+    def run_once(self) -> int:
+        """One pass; returns how much work it did (events applied plus rows closed)."""
+        return self.run_pass().total
+
+    def run_pass(self) -> PassReport:
+        events_applied = self._contained("event processing", self._process_events, default=0)
+        sweep = self._contained("abandonment sweep", self._sweep, default=None)
+        return PassReport(events_applied=events_applied, sweep=sweep)
+
+    def release_leases(self) -> None:
+        """Give up every lease this worker holds, so another worker can take over at once."""
+        for name in list(self._lease_expiry):
+            self._lease_expiry.pop(name)
+            try:
+                leases.release(self.runtime.engine, name, self.holder)
+            except Exception:
+                log.exception("could not release lease %r; it will expire by itself", name)
+
+    def holds(self, name: str) -> bool:
+        """Hold the lease `name` (renewing it when it is past its prime); False if another has it."""
+        now = self.runtime.clock.now()
+        ttl = timedelta(seconds=self.runtime.settings.worker_lease_s)
+        expiry = self._lease_expiry.get(name)
+        if expiry is not None and expiry - now > ttl * RENEW_FRACTION:
+            return True
+        if leases.acquire(self.runtime.engine, name, self.holder, now, ttl):
+            if expiry is None:
+                log.info("worker %s took the %r lease", self.holder, name)
+            self._lease_expiry[name] = now + ttl
+            return True
+        if expiry is not None:
+            log.warning("worker %s lost the %r lease to another worker", self.holder, name)
+        self._lease_expiry.pop(name, None)
+        return False
+
+    def _process_events(self) -> int:
+        from winback.processing import processor  # lazy: the processor pulls in the whole domain
+
+        batch_size = self.runtime.settings.process_batch_size
+        applied = 0
+        for _ in range(MAX_BATCHES_PER_PASS):
+            # Checked before every batch: events of one customer must be applied by one worker.
+            if not self.holds(PROCESSOR_LEASE):
+                break
+            count = processor.process_pending(self.runtime, limit=batch_size)
+            applied += count
+            if count < batch_size:
+                break
+        return applied
+
+    def _sweep(self) -> abandonment.SweepResult | None:
+        now = self.runtime.clock.now()
+        if self._next_sweep_at is not None and now < self._next_sweep_at:
+            return None
+        if not self.holds(SWEEPER_LEASE):
+            return None
+        result = abandonment.sweep(self.runtime)
+        # A sweep that closed anything may have more due: run again on the next pass.
+        self._next_sweep_at = now if result.total else now + timedelta(seconds=SWEEP_INTERVAL)
+        return result
+
+    def _contained(self, what: str, component: Callable[[], T], *, default: T) -> T:
+        try:
+            return component()
+        except Exception:
+            log.exception("%s failed; the worker carries on", what)
+            return default
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass after pass until `stop` is set; sleeps `worker_poll_s` after a pass with no work."""
+        poll_s = self.runtime.settings.worker_poll_s
+        log.info("worker %s started", self.holder)
+        try:
+            while not stop.is_set():
+                try:
+                    report = self.run_pass()
+                except Exception:  # the components are contained; this guards the loop itself
+                    log.exception("worker pass failed; retrying after %s s", poll_s)
+                    stop.wait(poll_s)
+                    continue
+                if report.total:
+                    log.info("worker pass: %s", report.describe())
+                else:
+                    stop.wait(poll_s)
+        finally:
+            self.release_leases()
+            log.info("worker %s stopped", self.holder)
+
+
+def run_forever(runtime: Runtime, stop: threading.Event | None = None) -> None:
+    """Run the worker loop in this thread until SIGINT/SIGTERM (or `stop`), then release leases."""
+    stop = stop or threading.Event()
+    with _stop_on_signals(stop):
+        Worker(runtime).run(stop)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into `stop.set()` while inside (main thread only: Python's rule)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: stopping after the current pass", signal.Signals(signum).name)
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {
+        signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class BackgroundWorker:
+    """The worker loop on a daemon thread, for `winback serve` (start at startup, stop at shutdown)."""
+
+    def __init__(self, runtime: Runtime, holder: str | None = None) -> None:
+        self.worker = Worker(runtime, holder)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("this background worker has already been started")
+        self._thread = threading.Thread(
+            target=self.worker.run, args=(self._stop,), name="winback-worker", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Ask the loop to stop and wait for it; returns whether it stopped within `timeout` seconds."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning(
+                "worker thread still busy %s s after stop; leaving it to exit with the process", timeout
+            )
+            return False
+        return True
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
