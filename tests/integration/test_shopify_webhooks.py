@@ -1,0 +1,534 @@
+"""POST /webhooks/shopify over HTTP on both databases: signatures, dedupe, stale updates, one
+transaction per delivery, events and catalog rows, privacy topics."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from tests.conftest import START
+from winback.db.models import (
+    Customer,
+    CustomerIdentity,
+    Event,
+    Product,
+    ProductCollection,
+    ProductVariant,
+    ShopifyWebhookReceipt,
+)
+from winback.ingest import shopify as mapping
+from winback.ingest.segment import EventRow
+from winback.runtime import Runtime
+from winback.web.app import create_app
+from winback.web.shopify import record_delivery
+
+SECRET = "shpss_test_secret"  # what the settings fixture configures
+
+CHECKOUT = {
+    "id": 901414060,
+    "token": "ck-token-1",
+    "cart_token": "cart-token-1",
+    "email": "bob@example.com",
+    "phone": None,
+    "buyer_accepts_marketing": True,
+    "buyer_accepts_sms_marketing": False,
+    "created_at": "2026-03-02T08:55:00Z",
+    "updated_at": "2026-03-02T08:58:00Z",
+    "completed_at": None,
+    "currency": "USD",
+    "subtotal_price": "60.00",
+    "total_tax": "0.00",
+    "total_discounts": "0.00",
+    "total_price": "60.00",
+    "discount_codes": [],
+    "abandoned_checkout_url": "https://shop.example.com/checkouts/ck-token-1/recover",
+    "line_items": [
+        {
+            "product_id": 11,
+            "variant_id": 111,
+            "sku": "TEE-M",
+            "title": "Tee",
+            "variant_title": "M",
+            "quantity": 2,
+            "price": "30.00",
+        }
+    ],
+    "billing_address": {"city": "Berlin", "country_code": "DE", "zip": "10115", "address1": "Torstr. 1"},
+    "customer": {"id": 555, "email": "bob@example.com", "first_name": "Bob", "last_name": "Builder"},
+}
+
+ORDER = {
+    "id": 4001,
+    "name": "#1001",
+    "email": "bob@example.com",
+    "checkout_token": "ck-token-1",
+    "cart_token": "cart-token-1",
+    "created_at": "2026-03-02T09:05:00Z",
+    "processed_at": "2026-03-02T09:05:00Z",
+    "updated_at": "2026-03-02T09:05:00Z",
+    "currency": "USD",
+    "financial_status": "paid",
+    "subtotal_price": "60.00",
+    "total_tax": "0.00",
+    "total_discounts": "0.00",
+    "total_price": "65.00",
+    "shipping_lines": [{"price": "5.00"}],
+    "discount_codes": [],
+    "line_items": CHECKOUT["line_items"],
+    "customer": {"id": 555, "email": "bob@example.com", "first_name": "Bob", "last_name": "Builder"},
+    "shipping_address": {"city": "Berlin", "country_code": "DE", "province_code": None},
+}
+
+PRODUCT = {
+    "id": 11,
+    "title": "Tee",
+    "vendor": "Acme",
+    "product_type": "Shirts",
+    "handle": "tee",
+    "status": "active",
+    "tags": "summer, cotton",
+    "updated_at": "2026-03-01T10:00:00Z",
+    "variants": [
+        {"id": 111, "title": "M", "price": "30.00", "sku": "TEE-M", "image_id": 2},
+        {"id": 112, "title": "L", "price": "32.00", "sku": "TEE-L", "image_id": None},
+    ],
+    "image": {"id": 1, "src": "https://cdn.example.com/tee.png"},
+    "images": [
+        {"id": 1, "src": "https://cdn.example.com/tee.png"},
+        {"id": 2, "src": "https://cdn.example.com/tee-m.png"},
+    ],
+}
+
+
+def _post(
+    client: TestClient,
+    topic: str,
+    payload: Any,
+    *,
+    webhook_id: str,
+    triggered_at: str | None = "2026-03-02T09:00:00Z",
+    secret: str = SECRET,
+    signature: str | None = None,
+):  # type: ignore[no-untyped-def]
+    body = orjson.dumps(payload)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Webhook-Id": webhook_id,
+        "X-Shopify-Shop-Domain": "shop.myshopify.com",
+        "X-Shopify-Hmac-Sha256": signature
+        or base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode(),
+    }
+    if triggered_at:
+        headers["X-Shopify-Triggered-At"] = triggered_at
+    return client.post("/webhooks/shopify", content=body, headers=headers)
+
+
+def _all(engine: sa.Engine, model: Any, order_by: Any) -> list[Any]:
+    with sa.orm.Session(engine) as session:
+        return list(session.scalars(sa.select(model).order_by(order_by)))
+
+
+def _events(engine: sa.Engine) -> list[Event]:
+    return _all(engine, Event, Event.id)
+
+
+def _receipts(engine: sa.Engine) -> list[ShopifyWebhookReceipt]:
+    return _all(engine, ShopifyWebhookReceipt, ShopifyWebhookReceipt.id)
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+def test_bad_signature_is_401_and_writes_nothing(client: TestClient, engine: sa.Engine) -> None:
+    # given a checkout signed with another secret
+    response = _post(client, "checkouts/create", CHECKOUT, webhook_id="w-1", secret="shpss_other")
+
+    # then it is refused, naming the header, and nothing is recorded
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("unauthorized", "X-Shopify-Hmac-Sha256")
+    assert _events(engine) == [] and _receipts(engine) == []
+
+
+def test_missing_signature_is_401(client: TestClient, engine: sa.Engine) -> None:
+    response = client.post(
+        "/webhooks/shopify",
+        content=b"{}",
+        headers={"X-Shopify-Topic": "orders/create", "X-Shopify-Webhook-Id": "w-2"},
+    )
+    assert response.status_code == 401
+    assert _receipts(engine) == []
+
+
+def test_without_a_secret_configured_every_delivery_is_503_telling_the_operator(runtime: Runtime) -> None:
+    # given a server whose operator has not set the shared secret
+    runtime.settings = runtime.settings.model_copy(update={"shopify_webhook_secret": None})
+    with TestClient(create_app(runtime)) as client:
+        response = _post(client, "orders/create", ORDER, webhook_id="w-3")
+
+    # then Shopify is told to come back later, and the message names the setting
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "shopify_webhooks_not_configured"
+    assert "WINBACK_SHOPIFY_WEBHOOK_SECRET" in error["message"]
+    assert _receipts(runtime.engine) == []
+
+
+def test_missing_webhook_id_is_400_naming_the_header(client: TestClient, engine: sa.Engine) -> None:
+    body = orjson.dumps(ORDER)
+    signature = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    response = client.post(
+        "/webhooks/shopify",
+        content=body,
+        headers={"X-Shopify-Topic": "orders/create", "X-Shopify-Hmac-Sha256": signature},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "X-Shopify-Webhook-Id"
+    assert _receipts(engine) == []
+
+
+def test_signed_but_malformed_payload_is_400_and_writes_nothing(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    response = _post(client, "orders/create", {**ORDER, "id": None}, webhook_id="w-4")
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_input",
+        "message": "the orders/create payload has no 'id'",
+        "field": "id",
+    }
+    assert _events(engine) == [] and _receipts(engine) == []
+
+
+# --- checkouts, dedupe, stale updates ------------------------------------------------------------
+
+
+def test_checkout_becomes_identify_and_checkout_started_rows(client: TestClient, engine: sa.Engine) -> None:
+    # when a checkout is created
+    response = _post(client, "checkouts/create", CHECKOUT, webhook_id="w-10")
+
+    # then it is accepted and stored as two unprocessed Shopify events
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "outcome": "accepted"}
+    identify, track = _events(engine)
+    assert (identify.message_id, identify.type, identify.user_id, identify.anonymous_id) == (
+        "shopify:w-10:0",
+        "identify",
+        "555",
+        "shopify-cart:cart-token-1",
+    )
+    assert identify.traits == {
+        "email": "bob@example.com",
+        "first_name": "Bob",
+        "last_name": "Builder",
+        "address": {"street": "Torstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        "email_consent": "subscribed",
+        "consent_source": "shopify:checkout",
+        "consent_evidence": {
+            "buyer_accepts_marketing": True,
+            "checkout_token": "ck-token-1",
+            "checkout_updated_at": "2026-03-02T08:58:00Z",
+        },
+    }
+    assert (track.message_id, track.source, track.event, track.processed_at) == (
+        "shopify:w-10:1",
+        "shopify",
+        "Checkout Started",
+        None,
+    )
+    assert track.properties == {
+        "checkout_id": "ck-token-1",
+        "cart_id": "cart-token-1",
+        "value": "60.00",
+        "subtotal": "60.00",
+        "tax": "0.00",
+        "discount": "0.00",
+        "currency": "USD",
+        "recovery_url": "https://shop.example.com/checkouts/ck-token-1/recover",
+        "email": "bob@example.com",
+        "products": [
+            {
+                "product_id": "11",
+                "variant_id": "111",
+                "sku": "TEE-M",
+                "name": "Tee",
+                "variant": "M",
+                "price": "30.00",
+                "quantity": 2,
+            }
+        ],
+    }
+    assert track.timestamp == datetime(2026, 3, 2, 8, 58, tzinfo=UTC)
+    assert track.received_at == START
+    [receipt] = _receipts(engine)
+    assert (receipt.webhook_id, receipt.topic, receipt.resource_key, receipt.outcome) == (
+        "w-10",
+        "checkouts/create",
+        "checkout:ck-token-1",
+        "accepted",
+    )
+    assert (receipt.triggered_at, receipt.received_at) == (datetime(2026, 3, 2, 9, 0, tzinfo=UTC), START)
+
+
+def test_redelivery_of_one_webhook_id_writes_once(client: TestClient, engine: sa.Engine) -> None:
+    # given a delivery already taken, when Shopify delivers it again
+    first = _post(client, "checkouts/create", CHECKOUT, webhook_id="w-20")
+    again = _post(client, "checkouts/create", CHECKOUT, webhook_id="w-20")
+
+    # then the second is acknowledged as a duplicate and nothing more is written
+    assert first.json()["outcome"] == "accepted"
+    assert (again.status_code, again.json()) == (200, {"ok": True, "outcome": "duplicate"})
+    assert len(_events(engine)) == 2
+    assert len(_receipts(engine)) == 1
+
+
+def test_update_triggered_before_the_newest_one_is_dropped_as_stale(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    # given a checkout update triggered at 09:10 already taken
+    newer = {**CHECKOUT, "total_price": "90.00", "updated_at": "2026-03-02T09:10:00Z"}
+    older = {**CHECKOUT, "total_price": "60.00", "updated_at": "2026-03-02T09:05:00Z"}
+    assert (
+        _post(
+            client, "checkouts/update", newer, webhook_id="w-31", triggered_at="2026-03-02T09:10:00Z"
+        ).json()["outcome"]
+        == "accepted"
+    )
+
+    # when an update triggered at 09:05 arrives late
+    response = _post(
+        client, "checkouts/update", older, webhook_id="w-30", triggered_at="2026-03-02T09:05:00.5Z"
+    )
+
+    # then it is acknowledged as stale, recorded, and maps to no events
+    assert (response.status_code, response.json()) == (200, {"ok": True, "outcome": "stale"})
+    assert [(e.event, e.properties.get("value")) for e in _events(engine) if e.type == "track"] == [
+        ("Checkout Updated", "90.00")
+    ]
+    assert [(r.webhook_id, r.outcome) for r in _receipts(engine)] == [("w-31", "accepted"), ("w-30", "stale")]
+
+    # and a later update, or one triggered at the same instant, is still taken
+    same_time = _post(
+        client, "checkouts/update", newer, webhook_id="w-32", triggered_at="2026-03-02T09:10:00Z"
+    )
+    assert same_time.json()["outcome"] == "accepted"
+
+
+def test_creation_is_never_stale_and_order_topics_share_one_resource(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    # given orders/paid overtook orders/create
+    paid = _post(client, "orders/paid", ORDER, webhook_id="w-41", triggered_at="2026-03-02T09:06:00Z")
+    created = _post(client, "orders/create", ORDER, webhook_id="w-40", triggered_at="2026-03-02T09:05:00Z")
+    # then the creation is still recorded (an order must never be lost) …
+    assert (paid.json()["outcome"], created.json()["outcome"]) == ("accepted", "accepted")
+    # … but a cancellation triggered before the payment is stale for the same order
+    cancelled = _post(
+        client, "orders/cancelled", ORDER, webhook_id="w-42", triggered_at="2026-03-02T09:05:30Z"
+    )
+    assert cancelled.json()["outcome"] == "stale"
+    assert {r.resource_key for r in _receipts(engine)} == {"order:4001"}
+    assert [e.event for e in _events(engine) if e.type == "track"] == ["Order Updated", "Order Completed"]
+
+
+def test_unsupported_topic_is_acknowledged_and_ignored(client: TestClient, engine: sa.Engine) -> None:
+    response = _post(client, "inventory_levels/update", {"inventory_item_id": 1}, webhook_id="w-50")
+    assert (response.status_code, response.json()) == (200, {"ok": True, "outcome": "ignored"})
+    assert _events(engine) == []
+    [receipt] = _receipts(engine)
+    assert (receipt.topic, receipt.outcome, receipt.resource_key) == (
+        "inventory_levels/update",
+        "ignored",
+        None,
+    )
+
+
+def test_a_failure_while_recording_writes_nothing(engine: sa.Engine) -> None:
+    # given a plan whose catalog rows are fine but whose event cannot be stored
+    delivery = mapping.Delivery(
+        webhook_id="w-60", topic="products/update", triggered_at=None, received_at=START
+    )
+    plan = mapping.plan_delivery(
+        delivery, PRODUCT, store_url="https://shop.example.com", store_currency="USD"
+    )
+    unstorable = EventRow(
+        message_id="shopify:w-60:0",
+        source="shopify",
+        type="track",
+        event="Broken",
+        anonymous_id="x",
+        timestamp=datetime(2026, 3, 2, 9, 0),  # naive: refused when bound
+        received_at=START,
+    )
+    broken = dataclasses.replace(plan, events=[unstorable])
+
+    # when it is recorded, the write fails after the receipt and the products were flushed
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+        record_delivery(engine, delivery, broken)
+
+    # then the whole transaction is gone: no receipt, no product, no event
+    assert _receipts(engine) == []
+    assert _all(engine, Product, Product.id) == []
+    assert _events(engine) == []
+
+
+# --- products ------------------------------------------------------------------------------------
+
+
+def test_product_webhook_upserts_products_and_variants(client: TestClient, engine: sa.Engine) -> None:
+    # when a product with two variants arrives
+    response = _post(client, "products/update", PRODUCT, webhook_id="w-70")
+
+    # then the catalog has the product, its variants and its category as a collection; no events
+    assert response.json() == {"ok": True, "outcome": "accepted"}
+    assert _events(engine) == []
+    [product] = _all(engine, Product, Product.id)
+    assert (
+        product.product_id,
+        product.name,
+        product.brand,
+        product.category,
+        product.price,
+        product.currency,
+        product.image_url,
+        product.url,
+        product.collections,
+    ) == (
+        "11",
+        "Tee",
+        "Acme",
+        "Shirts",
+        Decimal("30.00"),
+        "USD",
+        "https://cdn.example.com/tee.png",
+        "http://localhost:8000/products/tee",
+        ["Shirts"],
+    )
+    assert product.properties == {"handle": "tee", "status": "active", "tags": ["summer", "cotton"]}
+    variants = _all(engine, ProductVariant, ProductVariant.variant_id)
+    assert [(v.variant_id, v.product_id, v.name, v.sku, v.price, v.image_url) for v in variants] == [
+        ("111", "11", "M", "TEE-M", Decimal("30.00"), "https://cdn.example.com/tee-m.png"),
+        ("112", "11", "L", "TEE-L", Decimal("32.00"), None),
+    ]
+    assert [
+        (c.product_id, c.collection) for c in _all(engine, ProductCollection, ProductCollection.collection)
+    ] == [("11", "Shirts")]
+
+    # and a later update changes the price without duplicating anything
+    renamed = {**PRODUCT, "title": "Organic Tee", "variants": [{**PRODUCT["variants"][0], "price": "28.00"}]}
+    _post(client, "products/update", renamed, webhook_id="w-71", triggered_at="2026-03-02T09:30:00Z")
+    [product] = _all(engine, Product, Product.id)
+    assert (product.name, product.price) == ("Organic Tee", Decimal("28.00"))
+    assert [(v.variant_id, v.price) for v in _all(engine, ProductVariant, ProductVariant.variant_id)] == [
+        ("111", Decimal("28.00")),
+        ("112", Decimal("32.00")),
+    ]
+
+
+# --- privacy -------------------------------------------------------------------------------------
+
+
+def _customer(engine: sa.Engine, *, user_id: str | None, email: str, anonymous_id: str | None = None) -> int:
+    with sa.orm.Session(engine) as session, session.begin():
+        customer = Customer(
+            user_id=user_id,
+            email=email,
+            first_name="Jane",
+            tags=[],
+            properties={},
+            first_seen_at=START,
+            last_seen_at=START,
+            created_at=START,
+            updated_at=START,
+        )
+        session.add(customer)
+        session.flush()
+        identities = [("email", email)] + ([("user_id", user_id)] if user_id else [])
+        identities += [("anonymous_id", anonymous_id)] if anonymous_id else []
+        session.add_all(
+            CustomerIdentity(customer_id=customer.id, kind=kind, value=value, created_at=START)
+            for kind, value in identities
+        )
+        return customer.id
+
+
+def _customer_row(engine: sa.Engine, customer_id: int) -> Customer:
+    with sa.orm.Session(engine) as session:
+        customer = session.get(Customer, customer_id)
+        assert customer is not None
+        return customer
+
+
+def test_customers_redact_erases_the_person_by_id_and_by_email(client: TestClient, engine: sa.Engine) -> None:
+    # given the Shopify customer 191167 and a separate guest profile known only by their email,
+    # and somebody else
+    known = _customer(engine, user_id="191167", email="john@example.com")
+    guest = _customer(engine, user_id=None, email="john.guest@example.com", anonymous_id="a-1")
+    other = _customer(engine, user_id="999", email="other@example.com")
+
+    # when Shopify asks for 191167 to be redacted (naming the guest email too)
+    payload = {
+        "shop_id": 1,
+        "customer": {"id": 191167, "email": "John.Guest@Example.com"},
+        "orders_to_redact": [],
+    }
+    response = _post(client, "customers/redact", payload, webhook_id="w-80")
+
+    # then both profiles are erased, the other is untouched, and the receipt says so
+    assert response.json() == {"ok": True, "outcome": "accepted"}
+    for customer_id in (known, guest):
+        row = _customer_row(engine, customer_id)
+        assert (row.email, row.first_name, row.erased_at) == (None, None, START)
+    untouched = _customer_row(engine, other)
+    assert (untouched.email, untouched.erased_at) == ("other@example.com", None)
+    [receipt] = _receipts(engine)
+    assert (receipt.topic, receipt.outcome, receipt.resource_key) == (
+        "customers/redact",
+        "redacted",
+        "customer:191167",
+    )
+
+
+def test_customers_redact_of_someone_unknown_is_recorded(client: TestClient, engine: sa.Engine) -> None:
+    response = _post(
+        client, "customers/redact", {"customer": {"id": 1, "email": "nobody@example.com"}}, webhook_id="w-81"
+    )
+    assert response.json()["outcome"] == "accepted"
+    assert [r.outcome for r in _receipts(engine)] == ["redacted"]
+
+
+def test_shop_redact_erases_everyone(client: TestClient, engine: sa.Engine) -> None:
+    ids = [
+        _customer(engine, user_id="1", email="a@example.com"),
+        _customer(engine, user_id="2", email="b@example.com"),
+    ]
+    response = _post(
+        client, "shop/redact", {"shop_id": 1, "shop_domain": "shop.myshopify.com"}, webhook_id="w-82"
+    )
+    assert response.json()["outcome"] == "accepted"
+    assert [_customer_row(engine, i).email for i in ids] == [None, None]
+    assert [(r.topic, r.outcome) for r in _receipts(engine)] == [("shop/redact", "redacted")]
+
+
+def test_data_request_is_recorded_and_changes_nothing(client: TestClient, engine: sa.Engine) -> None:
+    customer_id = _customer(engine, user_id="191167", email="john@example.com")
+    payload = {
+        "shop_id": 1,
+        "customer": {"id": 191167, "email": "john@example.com"},
+        "data_request": {"id": 9999},
+    }
+    response = _post(client, "customers/data_request", payload, webhook_id="w-83")
+    assert response.json()["outcome"] == "accepted"
+    assert [(r.topic, r.outcome) for r in _receipts(engine)] == [("customers/data_request", "data_request")]
+    assert _customer_row(engine, customer_id).email == "john@example.com"
