@@ -125,6 +125,33 @@ def worker() -> None:
     run_forever(runtime)
 
 
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="NDJSON of Segment messages, or a CSV of customers, orders or products.")],
+    kind: Annotated[
+        str, typer.Option(help="auto (from extension and header), segment, customers, orders or products.")
+    ] = "auto",
+    process: Annotated[
+        bool, typer.Option("--process/--no-process", help="Apply the imported events to profiles right away.")
+    ] = True,
+) -> None:
+    """Import a file; nothing is written unless every line is valid, and re-importing changes nothing."""
+    from winback import importing
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    try:
+        report, applied = importing.run_with_progress(runtime, file, kind=kind, process=process, console=console)
+    except importing.ImportInterrupted as exc:
+        raise fail(exc.message) from None
+    except WinbackError as exc:
+        raise fail(f"{exc.message}\nnothing was imported") from None
+    line = report.summary()
+    if applied is not None:
+        line += f"; {applied} events applied to profiles"
+    console.print(line)
+
+
 def main() -> None:
     app()
 
