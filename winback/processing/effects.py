@@ -659,7 +659,7 @@ def on_order_completed(
     )
     context.session.add(order)
     context.orders[order_id] = order
-    context.session.flush([order])
+    context.session.flush()  # the order's id is needed for its lines
     for item in lines:
         context.session.add(
             OrderLine(

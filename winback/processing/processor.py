@@ -237,8 +237,12 @@ class BatchProcessor:
             return
         self.book.absorbed_into[id(absorbed)] = survivor
         if absorbed.user_id and not survivor.user_id:
-            # Only possible through an explicit alias: the survivor takes the user id over.
-            survivor.user_id, absorbed.user_id = absorbed.user_id, None
+            # Only possible through an explicit alias: the survivor takes the user id over. The
+            # absorbed row lets go first, so the unique user_id column never holds it twice.
+            user_id, absorbed.user_id = absorbed.user_id, None
+            if absorbed.id is not None:
+                self.session.flush([absorbed])
+            survivor.user_id = user_id
         elif absorbed.user_id:
             absorbed.user_id = None  # the identity row keeps pointing the old user id here
         self.merges.append((absorbed, survivor))

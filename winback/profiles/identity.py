@@ -34,7 +34,7 @@ class Owner(Generic[P]):
 @dataclass(frozen=True, slots=True)
 class Resolution(Generic[P]):
     survivor: Owner[P] | None  # None: create a new profile
-    absorbed: tuple[Owner[P], ...]  # merged into the survivor
+    absorbed: tuple[Owner[P], ...]  # merged into the survivor (or into the new profile)
     unowned: tuple[Key, ...]  # keys to attach to the survivor
     give_user_id: str | None  # set this user id on the survivor (it had none)
 
@@ -74,7 +74,7 @@ def resolve(
     if user_id is not None:
         survivor = owners.get((USER_ID, user_id))
         if survivor is None:
-            anonymous = [owner for owner in found if owner.user_id is None]
+            anonymous = [owner for owner in [*found, *forced] if owner.user_id is None]
             if anonymous:
                 survivor, give_user_id = anonymous[0], user_id
     else:
@@ -84,7 +84,9 @@ def resolve(
             survivor = forced[0]
 
     absorbed: list[Owner[P]] = []
-    if survivor is not None:
+    if survivor is None:
+        absorbed = list(dict.fromkeys(forced))  # an alias onto a brand-new profile
+    else:
         for owner in [*found, *forced]:
             if owner.profile is survivor.profile or any(owner.profile is a.profile for a in absorbed):
                 continue
