@@ -293,7 +293,10 @@ def test_a_failing_sweep_is_logged_and_events_are_still_applied(
     runtime: Runtime, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # given the sweep fails on every call, and two events are pending
+    calls: list[object] = []
+
     def broken(_runtime: Runtime, limit: int = 0) -> abandonment.SweepResult:
+        calls.append(clock.now())
         raise RuntimeError("sweep exploded")
 
     monkeypatch.setattr(abandonment, "sweep", broken)
@@ -308,6 +311,10 @@ def test_a_failing_sweep_is_logged_and_events_are_still_applied(
     [record] = caplog.records
     assert record.getMessage() == "abandonment sweep failed; the worker carries on"
     assert record.exc_info is not None and str(record.exc_info[1]) == "sweep exploded"
+    # and the failing sweep is retried once per sweep interval, not on every pass
+    assert (worker.run_once(), len(calls)) == (0, 1)
+    clock.advance(runner.SWEEP_INTERVAL)
+    assert (worker.run_once(), len(calls)) == (0, 2)
 
 
 def test_background_worker_applies_events_and_stops_promptly(runtime: Runtime, clock: VirtualClock) -> None:

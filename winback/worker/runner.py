@@ -125,9 +125,11 @@ class Worker:
             return None
         if not self.holds(SWEEPER_LEASE):
             return None
+        # Set before sweeping, so a sweep that keeps failing is retried once per interval.
+        self._next_sweep_at = now + timedelta(seconds=SWEEP_INTERVAL)
         result = abandonment.sweep(self.runtime)
-        # A sweep that closed anything may have more due: run again on the next pass.
-        self._next_sweep_at = now if result.total else now + timedelta(seconds=SWEEP_INTERVAL)
+        if result.total:
+            self._next_sweep_at = now  # it may have left more due rows: sweep again next pass
         return result
 
     def _contained(self, what: str, component: Callable[[], T], *, default: T) -> T:
