@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from tests.conftest import START
+from winback import store
 from winback.db.engine import transaction
 from winback.db.models import (
     Checkout,
@@ -31,8 +32,11 @@ from winback.db.models import (
     StoreSettingsRow,
 )
 from winback.kernel.clock import VirtualClock
+from winback.kernel.errors import InvalidInput
 from winback.profiles import erasure
 from winback.runtime import Runtime
+from winback.settings import StoreProfile
+from winback.web import admin
 
 T0 = START - timedelta(days=30)
 
@@ -799,3 +803,26 @@ def test_orders_with_lines_money_as_strings_and_filters(admin_client: TestClient
     assert [(o["order_id"], o["total"], o["currency"]) for o in paid["items"]] == [("o-bob", "9.99", "EUR")]
     bad = admin_client.get("/api/v1/orders", params={"customer_id": "-1"})
     assert (bad.status_code, bad.json()["error"]["field"]) == (422, "query.customer_id")
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def test_cursor_round_trips_and_refuses_tampering() -> None:
+    moment = START.isoformat()
+    assert admin.decode_cursor(admin.encode_cursor(moment, 42), datetime, int) == [START, 42]
+    assert admin.decode_cursor(admin.encode_cursor(7), int) == [7]
+    for bad in ("", "!!!", admin.encode_cursor("7"), admin.encode_cursor(7, 8), admin.encode_cursor(True)):
+        with pytest.raises(InvalidInput) as caught:
+            admin.decode_cursor(bad, int)
+        assert caught.value.details["field"] == "cursor"
+
+
+def test_apply_changes_validates_the_merged_profile() -> None:
+    base = StoreProfile()
+    assert store.apply_changes(base, {"currency": "gbp", "timezone": "Europe/London"}) == StoreProfile(
+        currency="GBP", timezone="Europe/London"
+    )
+    with pytest.raises(InvalidInput) as caught:
+        store.apply_changes(base, {"timezone": "Nowhere/Else"})
+    assert caught.value.details["field"] == "timezone"

@@ -159,33 +159,35 @@ def list_customers(
     cursor: Cursor = None,
 ) -> schemas.Page[schemas.CustomerSummary]:
     profile = store.current_profile(runtime.engine, runtime.settings)
-    statement = select(Customer)
+    lookups: list[tuple[Any, str, str]] = []  # (profile column, identity kind, normalised value)
     if user_id is not None:
-        statement = statement.where(
-            _matches_identity(Customer.user_id, contact_kind="user_id", value=user_id)
-        )
+        lookups.append((Customer.user_id, "user_id", user_id))
     if email is not None:
         normalised = contact.normalise_email(email)
         if normalised is None:
             raise InvalidInput(f"email {email!r} is not a valid address", field="email")
-        statement = statement.where(_matches_identity(Customer.email, contact_kind="email", value=normalised))
+        lookups.append((Customer.email, "email", normalised))
     if phone is not None:
         e164 = contact.normalise_phone(phone, contact.region_of_locale(profile.locale))
         if e164 is None:
             raise InvalidInput(
                 f"phone {phone!r} is not a valid number (use E.164, e.g. +14155550123)", field="phone"
             )
-        statement = statement.where(_matches_identity(Customer.phone, contact_kind="phone", value=e164))
-    if not include_merged:
-        statement = statement.where(Customer.merged_into_id.is_(None))
-    if not include_erased:
-        statement = statement.where(Customer.erased_at.is_(None))
+        lookups.append((Customer.phone, "phone", e164))
     newest_first = order == "newest"
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, int)
-        statement = statement.where(Customer.id < after_id if newest_first else Customer.id > after_id)
-    statement = statement.order_by(Customer.id.desc() if newest_first else Customer.id).limit(limit + 1)
+    after_id = decode_cursor(cursor, int)[0] if cursor is not None else None
+
     with reading(runtime.engine) as session:
+        statement = select(Customer)
+        for column, kind, value in lookups:
+            statement = statement.where(_matches_identity(session, column, kind, value))
+        if not include_merged:
+            statement = statement.where(Customer.merged_into_id.is_(None))
+        if not include_erased:
+            statement = statement.where(Customer.erased_at.is_(None))
+        if after_id is not None:
+            statement = statement.where(Customer.id < after_id if newest_first else Customer.id > after_id)
+        statement = statement.order_by(Customer.id.desc() if newest_first else Customer.id).limit(limit + 1)
         rows, next_cursor = _page_by_id(list(session.scalars(statement)), limit)
         items = [
             schemas.CustomerSummary.model_validate(
@@ -196,12 +198,20 @@ def list_customers(
     return schemas.Page(items=items, next_cursor=next_cursor)
 
 
-def _matches_identity(column: Any, *, contact_kind: str, value: str) -> Any:
-    """The profile's own field equals `value`, or one of its identities of that kind does."""
-    owners = select(CustomerIdentity.customer_id).where(
-        CustomerIdentity.kind == contact_kind, CustomerIdentity.value == value
+def _matches_identity(session: Session, column: Any, kind: str, value: str) -> Any:
+    """The profile's own field equals `value`, or one of its identities of that kind does.
+
+    The identity owners are read first (a unique-index lookup) so that both halves of the OR are
+    plain indexed comparisons the planner can combine.
+    """
+    owners = list(
+        session.scalars(
+            select(CustomerIdentity.customer_id).where(
+                CustomerIdentity.kind == kind, CustomerIdentity.value == value
+            )
+        )
     )
-    return or_(column == value, Customer.id.in_(owners))
+    return or_(column == value, Customer.id.in_(owners)) if owners else column == value
 
 
 def _columns(row: Any, model: type[Any]) -> dict[str, Any]:
