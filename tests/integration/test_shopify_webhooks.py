@@ -7,6 +7,8 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,9 +20,12 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import START
 from winback.db.models import (
+    Checkout,
+    ConsentRecord,
     Customer,
     CustomerIdentity,
     Event,
+    Order,
     Product,
     ProductCollection,
     ProductVariant,
@@ -28,7 +33,9 @@ from winback.db.models import (
 )
 from winback.ingest import shopify as mapping
 from winback.ingest.segment import EventRow
+from winback.processing.processor import process_pending
 from winback.runtime import Runtime
+from winback.web import shopify as web_shopify
 from winback.web.app import create_app
 from winback.web.shopify import record_delivery
 
@@ -532,3 +539,146 @@ def test_data_request_is_recorded_and_changes_nothing(client: TestClient, engine
     assert response.json()["outcome"] == "accepted"
     assert [(r.topic, r.outcome) for r in _receipts(engine)] == [("customers/data_request", "data_request")]
     assert _customer_row(engine, customer_id).email == "john@example.com"
+
+
+# --- concurrency -----------------------------------------------------------------------------------
+
+
+def test_concurrent_deliveries_of_one_webhook_record_it_once(engine: sa.Engine) -> None:
+    # given four workers taking the same checkout delivery at the same moment
+    delivery = mapping.Delivery(
+        webhook_id="w-90", topic="checkouts/create", triggered_at=START, received_at=START
+    )
+    plan = mapping.plan_delivery(
+        delivery, CHECKOUT, store_url="https://shop.example.com", store_currency="USD"
+    )
+    barrier = threading.Barrier(4)
+
+    def take() -> str:
+        barrier.wait()
+        return record_delivery(engine, delivery, plan)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = sorted(pool.map(lambda _: take(), range(4)))
+
+    # then one records it and the others answer duplicate, without an error
+    assert outcomes == ["accepted", "duplicate", "duplicate", "duplicate"]
+    assert len(_receipts(engine)) == 1
+    assert len(_events(engine)) == 2
+
+
+def test_a_duplicate_found_only_at_the_unique_index_is_a_duplicate(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a delivery already recorded, and a second transaction whose look-up misses it (as when
+    # both run at once and neither sees the other's uncommitted receipt)
+    delivery = mapping.Delivery(
+        webhook_id="w-91", topic="orders/create", triggered_at=START, received_at=START
+    )
+    plan = mapping.plan_delivery(delivery, ORDER, store_url="https://shop.example.com", store_currency="USD")
+    assert record_delivery(engine, delivery, plan) == "accepted"
+    looked_up: list[str] = []
+
+    def misses_inside_the_transaction(session: sa.orm.Session, webhook_id: str) -> bool:
+        looked_up.append(webhook_id)
+        return False
+
+    monkeypatch.setattr(web_shopify, "_is_received_in", misses_inside_the_transaction)
+    monkeypatch.setattr(web_shopify, "_is_received", lambda _engine, webhook_id: webhook_id == "w-91")
+
+    # when it records the delivery again, the receipt's unique index refuses it
+    outcome = record_delivery(engine, delivery, plan)
+
+    # then it is a duplicate and the first recording is all there is
+    assert (outcome, looked_up) == ("duplicate", ["w-91"])
+    assert len(_receipts(engine)) == 1
+    assert [e.message_id for e in _events(engine)] == ["shopify:w-91:0", "shopify:w-91:1"]
+
+
+# --- through the processor --------------------------------------------------------------------------
+
+
+def test_checkout_order_and_refund_webhooks_processed_into_one_customer(
+    client: TestClient, runtime: Runtime, engine: sa.Engine
+) -> None:
+    # given a cart, its checkout by customer 555 who ticked the marketing box, the order and a refund
+    cart = {
+        "token": "cart-token-1",
+        "line_items": CHECKOUT["line_items"],
+        "updated_at": "2026-03-02T08:50:00Z",
+    }
+    refund = {
+        "id": 77,
+        "order_id": 4001,
+        "processed_at": "2026-03-03T10:00:00Z",
+        "transactions": [{"kind": "refund", "status": "success", "amount": "15.00", "currency": "USD"}],
+    }
+    deliveries = [
+        ("carts/update", cart, "w-100"),
+        ("checkouts/create", CHECKOUT, "w-101"),
+        ("orders/create", ORDER, "w-102"),
+        ("refunds/create", refund, "w-103"),
+    ]
+    for topic, payload, webhook_id in deliveries:
+        assert _post(client, topic, payload, webhook_id=webhook_id).json()["outcome"] == "accepted"
+
+    # when the processor applies the events
+    assert process_pending(runtime) == 6  # cart 1, checkout 2, order 2, refund 1
+
+    # then one person has the order net of the refund, and the email opt-in from the checkout
+    with sa.orm.Session(engine) as session:
+        [customer] = session.scalars(sa.select(Customer).where(Customer.merged_into_id.is_(None)))
+        assert (
+            customer.user_id,
+            customer.email,
+            customer.first_name,
+            customer.email_consent,
+            customer.sms_consent,
+        ) == (
+            "555",
+            "bob@example.com",
+            "Bob",
+            "subscribed",
+            None,
+        )
+        assert (customer.orders_count, customer.total_spent, customer.total_refunded) == (
+            1,
+            Decimal("50.00"),
+            Decimal("15.00"),
+        )
+        [consent] = session.scalars(sa.select(ConsentRecord))
+        assert (consent.customer_id, consent.channel, consent.status, consent.source) == (
+            customer.id,
+            "email",
+            "subscribed",
+            "shopify:checkout",
+        )
+        # and the Shopify cart, checkout and order are all known to belong to this person
+        identities = {
+            (i.kind, i.value)
+            for i in session.scalars(
+                sa.select(CustomerIdentity).where(CustomerIdentity.customer_id == customer.id)
+            )
+        }
+        assert {
+            ("user_id", "555"),
+            ("anonymous_id", "shopify-cart:cart-token-1"),
+            ("anonymous_id", "shopify-order:4001"),
+        } <= identities
+        checkout = session.scalar(sa.select(Checkout).where(Checkout.kind == "checkout"))
+        assert checkout is not None
+        assert (checkout.external_id, checkout.status, checkout.order_id, checkout.customer_id) == (
+            "ck-token-1",
+            "completed",
+            "4001",
+            customer.id,
+        )
+        order = session.scalar(sa.select(Order))
+        assert order is not None
+        assert (order.order_id, order.total, order.shipping, order.refunded_total, order.customer_id) == (
+            "4001",
+            Decimal("65.00"),
+            Decimal("5.00"),
+            Decimal("15.00"),
+            customer.id,
+        )
