@@ -241,7 +241,10 @@ class BatchProcessor:
             # absorbed row lets go first, so the unique user_id column never holds it twice.
             user_id, absorbed.user_id = absorbed.user_id, None
             if absorbed.id is not None:
-                self.session.flush([absorbed])
+                self.session.execute(
+                    update(Customer).where(Customer.id == absorbed.id).values(user_id=None),
+                    execution_options={"synchronize_session": False},
+                )
             survivor.user_id = user_id
         elif absorbed.user_id:
             absorbed.user_id = None  # the identity row keeps pointing the old user id here
