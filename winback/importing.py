@@ -720,6 +720,7 @@ def order_event(
     if address:
         properties["shipping_address"] = address
     properties["products"] = draft.products
+    contact_traits = {key: properties[key] for key in ("email", "phone") if key in properties}
 
     natural = f"import-order-{draft.order_id}"
     message_id = natural if len(natural) <= MAX_MESSAGE_ID else _content_id("order", draft.order_id.encode())
@@ -734,7 +735,11 @@ def order_event(
         user_id=user_id,
         anonymous_id=anonymous_id,
         properties=properties,
-        context={"library": {"name": "winback-import"}},
+        # context.traits: the buyer's email/phone reach the profile, not only its identities
+        context={
+            "library": {"name": "winback-import"},
+            **({"traits": contact_traits} if contact_traits else {}),
+        },
     )
 
 
