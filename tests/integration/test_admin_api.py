@@ -33,6 +33,7 @@ from winback.db.models import (
 )
 from winback.kernel.clock import VirtualClock
 from winback.kernel.errors import InvalidInput
+from winback.processing import processor
 from winback.profiles import erasure
 from winback.runtime import Runtime
 from winback.settings import StoreProfile
@@ -826,3 +827,86 @@ def test_apply_changes_validates_the_merged_profile() -> None:
     with pytest.raises(InvalidInput) as caught:
         store.apply_changes(base, {"timezone": "Nowhere/Else"})
     assert caught.value.details["field"] == "timezone"
+
+
+# --- with the real event processor --------------------------------------------------------------
+
+
+def test_tracked_customer_is_found_exported_and_erased_end_to_end(
+    admin_client: TestClient, write_key: str, runtime: Runtime, engine: sa.Engine
+) -> None:
+    # Given a visitor who browsed anonymously, then signed up and ordered, as tracked by a store
+    calls = [
+        (
+            "page",
+            {"messageId": "m1", "anonymousId": "anon-9", "name": "Home", "context": {"ip": "198.51.100.7"}},
+        ),
+        (
+            "identify",
+            {
+                "messageId": "m2",
+                "anonymousId": "anon-9",
+                "userId": "u-9",
+                "traits": {"email": "Zoe@Example.com", "firstName": "Zoe", "phone": "+14155550199"},
+            },
+        ),
+        (
+            "track",
+            {
+                "messageId": "m3",
+                "userId": "u-9",
+                "event": "Order Completed",
+                "properties": {
+                    "order_id": "o-9",
+                    "total": "20.00",
+                    "currency": "USD",
+                    "email": "zoe@example.com",
+                    "products": [{"product_id": "p-1", "name": "Tea", "price": "10.00", "quantity": 2}],
+                },
+            },
+        ),
+    ]
+    for kind, message in calls:
+        assert admin_client.post(f"/v1/{kind}", json=message, auth=(write_key, "")).status_code == 200
+    processor.process_pending(runtime)
+
+    # When the merchant looks her up by email in another case
+    [found] = admin_client.get("/api/v1/customers", params={"email": "ZOE@example.com"}).json()["items"]
+    # Then the profile and its order are there
+    assert (found["user_id"], found["first_name"], found["orders_count"], found["total_spent"]) == (
+        "u-9",
+        "Zoe",
+        1,
+        "20.00",
+    )
+    export_document = admin_client.get(f"/api/v1/customers/{found['id']}/export").json()
+    assert [e["message_id"] for e in export_document["events"]] == ["m1", "m2", "m3"]
+    assert [o["order_id"] for o in export_document["orders"]] == ["o-9"]
+
+    # When she is erased
+    summary = admin_client.delete(f"/api/v1/customers/{found['id']}").json()
+    # (the anonymous visit was the same profile: identify gave it the user id, nothing merged)
+    assert (summary["customer_ids"], summary["events_scrubbed"], summary["identities_deleted"]) == (
+        [found["id"]],
+        3,
+        4,
+    )
+    # Then no lookup finds her any more, and the order total still counts for reports
+    for params in ({"email": "zoe@example.com"}, {"user_id": "u-9"}, {"phone": "+14155550199"}):
+        assert admin_client.get("/api/v1/customers", params=params).json()["items"] == []
+    [order] = admin_client.get("/api/v1/orders").json()["items"]
+    assert (order["order_id"], order["total"], order["customer_id"]) == ("o-9", "20.00", found["id"])
+    with Session(engine) as session:
+        remaining = session.scalars(sa.select(Event).order_by(Event.id)).all()
+        assert [(e.user_id, e.anonymous_id, e.context, e.traits) for e in remaining] == [
+            (None, None, {}, {})
+        ] * 3
+        assert "email" not in remaining[2].properties
+
+    # And when she comes back later, she starts as a new, separate profile
+    again = {"messageId": "m4", "userId": "u-9", "traits": {"email": "zoe@example.com"}}
+    assert admin_client.post("/v1/identify", json=again, auth=(write_key, "")).status_code == 200
+    processor.process_pending(runtime)
+    [fresh] = admin_client.get("/api/v1/customers", params={"user_id": "u-9"}).json()["items"]
+    assert fresh["id"] != found["id"]
+    assert (fresh["orders_count"], fresh["email"]) == (0, "zoe@example.com")

@@ -215,10 +215,7 @@ def person_ids(session: Session, survivor_id: int) -> list[int]:
 
 
 def _erase(session: Session, ids: Sequence[int], now: datetime) -> dict[str, int]:
-    # Lock the profiles first so the event processor cannot write into them half-way.
-    customers = list(
-        session.scalars(select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id).with_for_update())
-    )
+    customers = list(session.scalars(select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id)))
     identities = list(session.scalars(select(CustomerIdentity).where(CustomerIdentity.customer_id.in_(ids))))
     emails = {c.email for c in customers if c.email} | {i.value for i in identities if i.kind == "email"}
     phones = {c.phone for c in customers if c.phone} | {i.value for i in identities if i.kind == "phone"}
@@ -226,6 +223,24 @@ def _erase(session: Session, ids: Sequence[int], now: datetime) -> dict[str, int
         i.value for i in identities if i.kind == "user_id"
     }
     anonymous_ids = {i.value for i in identities if i.kind == "anonymous_id"}
+    pending_matches = [Event.user_id.in_(user_ids)] if user_ids else []
+    if anonymous_ids:
+        pending_matches.append(Event.anonymous_id.in_(anonymous_ids))
+    pending = Event.processed_at.is_(None) & or_(*pending_matches) if pending_matches else None
+
+    # Lock in the processor's order (its claimed events, then the profiles) so the two never
+    # deadlock: a batch in flight finishes first, and its events are then scrubbed as applied ones.
+    if pending is not None:
+        session.execute(select(Event.id).where(pending).with_for_update()).all()
+    customers = list(
+        session.scalars(
+            select(Customer)
+            .where(Customer.id.in_(ids))
+            .order_by(Customer.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
 
     profiles_erased = sum(_erase_profile(customer, now) for customer in customers)
     identities_deleted = _rowcount(
@@ -235,13 +250,8 @@ def _erase(session: Session, ids: Sequence[int], now: datetime) -> dict[str, int
     events_scrubbed = _scrub_events(session, Event.customer_id.in_(ids), now)
     # Events of this person not yet applied would otherwise rebuild the profile: scrub them and
     # mark them applied to the erased profile so the processor leaves them alone.
-    pending = [Event.user_id.in_(user_ids)] if user_ids else []
-    if anonymous_ids:
-        pending.append(Event.anonymous_id.in_(anonymous_ids))
-    if pending:
-        events_scrubbed += _scrub_events(
-            session, Event.processed_at.is_(None) & or_(*pending), now, claim_for=ids[0]
-        )
+    if pending is not None:
+        events_scrubbed += _scrub_events(session, pending, now, claim_for=ids[0])
 
     checkout_matches = [Checkout.customer_id.in_(ids)]
     if emails:
