@@ -507,6 +507,39 @@ def test_customers_redact_erases_the_person_by_id_and_by_email(client: TestClien
     )
 
 
+def test_redaction_is_never_stale_and_outdates_earlier_customer_updates(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    # given customer 191167 whose update triggered at 09:00 was taken
+    known = _customer(engine, user_id="191167", email="john@example.com")
+    update = {"id": 191167, "email": "john@example.com", "first_name": "John"}
+    first = _post(client, "customers/update", update, webhook_id="w-84", triggered_at="2026-03-02T09:00:00Z")
+    assert first.json()["outcome"] == "accepted"
+
+    # when a redaction triggered at 09:20 arrives, the customer is erased
+    redact = {"customer": {"id": 191167}}
+    response = _post(
+        client, "customers/redact", redact, webhook_id="w-85", triggered_at="2026-03-02T09:20:00Z"
+    )
+    assert response.json()["outcome"] == "accepted"
+    assert _customer_row(engine, known).erased_at == START
+
+    # then an update triggered at 09:10 and delivered late cannot bring the details back
+    late = _post(client, "customers/update", update, webhook_id="w-86", triggered_at="2026-03-02T09:10:00Z")
+    assert late.json()["outcome"] == "stale"
+
+    # and a redaction is carried out even when triggered before everything recorded so far
+    again = _post(client, "customers/redact", redact, webhook_id="w-87", triggered_at="2026-03-02T08:00:00Z")
+    assert again.json()["outcome"] == "accepted"
+    assert [(r.webhook_id, r.outcome) for r in _receipts(engine)] == [
+        ("w-84", "accepted"),
+        ("w-85", "redacted"),
+        ("w-86", "stale"),
+        ("w-87", "redacted"),
+    ]
+    assert [e.message_id for e in _events(engine)] == ["shopify:w-84:0"]
+
+
 def test_customers_redact_of_someone_unknown_is_recorded(client: TestClient, engine: sa.Engine) -> None:
     response = _post(
         client, "customers/redact", {"customer": {"id": 1, "email": "nobody@example.com"}}, webhook_id="w-81"

@@ -710,6 +710,22 @@ def test_customers_redact_naming_nobody_is_refused() -> None:
     assert caught.value.details == {"field": "customer"}
 
 
+def test_customers_redact_is_never_stale_but_shares_the_customer_resource() -> None:
+    # given a redaction for customer 191167, then it is filed under the same resource as that
+    # customer's updates (so an older update delivered later is dropped) and is never dropped itself
+    plan = _plan("customers/redact", {"customer": {"id": 191167}})
+    assert (plan.resource_key, plan.is_stale_checked) == (
+        _plan("customers/update", {"id": 191167}).resource_key,
+        False,
+    )
+
+
+def test_an_overlong_id_is_refused_rather_than_cut() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        _plan("carts/update", {"token": "t" * 201})
+    assert caught.value.details == {"field": "id"}
+
+
 def test_data_request_and_shop_redact() -> None:
     request = _plan("customers/data_request", {"shop_id": 1, "customer": {"id": 7, "email": "a@b.c"}})
     assert (request.outcome, request.privacy) == (

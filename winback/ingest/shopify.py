@@ -61,13 +61,19 @@ STALE_CHECKED_TOPICS = frozenset(
         "products/update",
         "orders/paid",
         "orders/cancelled",
-        "customers/redact",
     }
 )
+# customers/redact is never stale (an erasure is always carried out) but is recorded under the
+# customer's resource, so a customers/update triggered before it and delivered late is dropped
+# instead of bringing the erased details back.
 
 # Shopify's consent states that are an explicit decision; others (not_subscribed, pending,
 # redacted, invalid) say nothing and change nothing.
 CONSENT_STATES = {"subscribed": "subscribed", "unsubscribed": "unsubscribed"}
+
+# Shopify ids are at most 20 digits and tokens a few dozen characters; this leaves room for the
+# prefixes ("shopify-checkout:", "checkout:") inside winback's 255-character id columns.
+SHOPIFY_ID_MAX_LENGTH = 200
 
 DEFAULT_VARIANT_TITLE = "Default Title"  # what Shopify calls the only variant of a simple product
 
@@ -756,7 +762,13 @@ def _text(value: Any) -> str | None:
 
 def _id(value: Any) -> str | None:
     """Shopify ids are numbers or tokens; winback keeps every external id as a string."""
-    return _text(value)
+    text = _text(value)
+    if text is not None and len(text) > SHOPIFY_ID_MAX_LENGTH:
+        raise InvalidInput(
+            f"a Shopify id or token is longer than {SHOPIFY_ID_MAX_LENGTH} characters: {text[:40]}…",
+            field="id",
+        )
+    return text
 
 
 def _required_id(payload: Mapping[str, Any], key: str, topic: str) -> str:
