@@ -395,6 +395,10 @@ def test_store_profile_rejects_bad_timezone_currency_and_unknown_fields(admin_cl
     unknown = admin_client.patch("/api/v1/store", json={"colour": "red"})
     assert (unknown.status_code, unknown.json()["error"]["field"]) == (422, "colour")
 
+    partial_put = admin_client.put("/api/v1/store", json={"name": "Kiln"})
+    assert (partial_put.status_code, partial_put.json()["error"]["field"]) == (400, "url")
+    assert partial_put.json()["error"]["missing"] == ["url", "timezone", "currency", "locale"]
+
     null_name = admin_client.patch("/api/v1/store", json={"name": None})
     assert (null_name.status_code, null_name.json()["error"]["field"]) == (400, "name")
     # Nothing was written by the refused calls.

@@ -43,6 +43,7 @@ PREFIX = "/api/v1"
 DEFAULT_LIMIT = 50  # items per page
 MAX_LIMIT = 500
 MAX_ID = 2**63 - 1
+PUT_REQUIRED = ("name", "url", "timezone", "currency", "locale")  # support_* may be left out
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": schemas.ErrorResponse, "description": "missing, unknown or revoked admin key"},
@@ -121,6 +122,14 @@ def get_store(runtime: AdminDep) -> StoreProfile:
     responses=_BAD_INPUT,
 )
 def put_store(profile: StoreProfile, runtime: AdminDep) -> StoreProfile:
+    """A replacement must say every required field: a forgotten one is not silently reset."""
+    missing = [name for name in PUT_REQUIRED if name not in profile.model_fields_set]
+    if missing:
+        raise InvalidInput(
+            f"{missing[0]}: required when replacing the profile (use PATCH to change some fields)",
+            field=missing[0],
+            missing=missing,
+        )
     return store.save_profile(runtime.engine, profile, runtime.clock.now())
 
 
