@@ -58,8 +58,9 @@ async def receive_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse
     secret = runtime.settings.shopify_webhook_secret
     if not secret:
         raise WebhooksNotConfigured(
-            "Shopify webhooks are not configured: set WINBACK_SHOPIFY_WEBHOOK_SECRET to the app's "
-            "client secret (Shopify admin → Settings → Notifications → Webhooks shows it)"
+            "Shopify webhooks are not configured: set WINBACK_SHOPIFY_WEBHOOK_SECRET to the key Shopify "
+            "signs them with (your app's client secret, or for webhooks made in the Shopify admin the key "
+            "shown under Settings → Notifications → Webhooks)"
         )
     body = await _read_body(request)
     if not mapping.is_signature_valid(secret, body, request.headers.get(HMAC_HEADER)):
