@@ -152,6 +152,32 @@ def import_command(
     console.print(line)
 
 
+@app.command()
+def demo(
+    once: Annotated[bool, typer.Option("--once", help="Run a short scenario, print the summary and exit.")] = False,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8000,
+    rate: Annotated[float, typer.Option(help="New shoppers per minute (without --once).")] = 20.0,
+    shoppers: Annotated[int, typer.Option(help="Shoppers in the --once scenario.")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed plans the same shoppers.")] = 7,
+    force: Annotated[bool, typer.Option("--force", help="Run even on a database holding non-demo events.")] = False,
+) -> None:
+    """Run winback with a simulated store sending shopper traffic through the tracking API."""
+    from rich.console import Console as RichConsole
+
+    from winback import demo as demo_module
+
+    options = demo_module.Options(
+        once=once, host=host, port=port, rate=rate, shoppers=shoppers, seed=seed, force=force
+    )
+    try:
+        demo_module.run(_runtime(), options, console, RichConsole())
+    except demo_module.DemoFailed as exc:
+        raise fail(exc.message) from None
+    except KeyboardInterrupt:
+        console.print("demo stopped")
+
+
 def main() -> None:
     app()
 
