@@ -610,6 +610,7 @@ def _run_live(
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+    console.print(render(summarise(runtime.engine), f"{shop.STORE_NAME} — {shopper} shoppers, final"))
 
 
 def _clock(moment: datetime) -> str:
