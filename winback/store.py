@@ -24,7 +24,12 @@ PROFILE_ROW_ID = 1
 def current_profile(engine: Engine, settings: Settings) -> StoreProfile:
     """The saved store profile, or the one built from settings when none was saved yet."""
     with reading(engine) as session:
-        return _profile_of(session.get(StoreSettingsRow, PROFILE_ROW_ID), settings)
+        return profile_in(session, settings)
+
+
+def profile_in(session: Session, settings: Settings) -> StoreProfile:
+    """The current store profile, read inside the caller's transaction."""
+    return _profile_of(session.get(StoreSettingsRow, PROFILE_ROW_ID), settings)
 
 
 def save_profile(engine: Engine, profile: StoreProfile, now: datetime) -> StoreProfile:

@@ -46,7 +46,9 @@ def send(runtime: Runtime, clock: VirtualClock):  # type: ignore[no-untyped-def]
 
 
 def _live_customers(session: Session) -> list[Customer]:
-    return list(session.scalars(sa.select(Customer).where(Customer.merged_into_id.is_(None)).order_by(Customer.id)))
+    return list(
+        session.scalars(sa.select(Customer).where(Customer.merged_into_id.is_(None)).order_by(Customer.id))
+    )
 
 
 def test_guest_journey_merges_into_the_known_customer(send, engine, clock) -> None:  # type: ignore[no-untyped-def]
@@ -67,13 +69,22 @@ def test_guest_journey_merges_into_the_known_customer(send, engine, clock) -> No
     # then one profile holds everything
     with Session(engine) as session:
         [ann] = _live_customers(session)
-        assert (ann.user_id, ann.email, ann.orders_count, ann.total_spent) == ("u1", "ann@example.com", 1, Decimal("40.00"))
+        assert (ann.user_id, ann.email, ann.orders_count, ann.total_spent) == (
+            "u1",
+            "ann@example.com",
+            1,
+            Decimal("40.00"),
+        )
         assert ann.last_product_viewed_id == "p1"
         customer_ids = set(session.scalars(sa.select(Event.customer_id)))
         assert customer_ids == {ann.id}
         assert session.scalar(sa.select(Order.customer_id)) == ann.id
         assert session.scalar(sa.select(CustomerProduct.customer_id)) == ann.id
-        identities = set(session.execute(sa.select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id)))
+        identities = set(
+            session.execute(
+                sa.select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id)
+            )
+        )
         assert identities == {
             ("user_id", "u1", ann.id), ("anonymous_id", "phone", ann.id), ("email", "ann@example.com", ann.id),
             ("anonymous_id", "laptop", ann.id),
@@ -86,7 +97,13 @@ def test_shared_device_does_not_merge_two_known_customers(send, engine) -> None:
     send(
         {"type": "identify", "userId": "alice", "anonymousId": "family-ipad"},
         {"type": "identify", "userId": "bob", "anonymousId": "family-ipad"},
-        {"type": "track", "userId": "bob", "anonymousId": "family-ipad", "event": "Product Viewed", "properties": {"product_id": "p9"}},
+        {
+            "type": "track",
+            "userId": "bob",
+            "anonymousId": "family-ipad",
+            "event": "Product Viewed",
+            "properties": {"product_id": "p9"},
+        },
     )
     with Session(engine) as session:
         alice, bob = _live_customers(session)
@@ -95,7 +112,14 @@ def test_shared_device_does_not_merge_two_known_customers(send, engine) -> None:
 
 
 def test_alias_merges_previous_identity(send, engine) -> None:  # type: ignore[no-untyped-def]
-    send({"type": "track", "anonymousId": "old-id", "event": "Products Searched", "properties": {"query": "boots"}})
+    send(
+        {
+            "type": "track",
+            "anonymousId": "old-id",
+            "event": "Products Searched",
+            "properties": {"query": "boots"},
+        }
+    )
     send({"type": "alias", "previousId": "old-id", "userId": "u7"})
     with Session(engine) as session:
         [customer] = _live_customers(session)
@@ -104,7 +128,16 @@ def test_alias_merges_previous_identity(send, engine) -> None:  # type: ignore[n
 
 
 def test_checkout_to_order_refund_and_cancel(send, engine, clock) -> None:  # type: ignore[no-untyped-def]
-    products = [{"product_id": "p1", "name": "Boots", "price": "100", "quantity": 1, "category": "Shoes", "collections": ["Winter"]}]
+    products = [
+        {
+            "product_id": "p1",
+            "name": "Boots",
+            "price": "100",
+            "quantity": 1,
+            "category": "Shoes",
+            "collections": ["Winter"],
+        }
+    ]
     send(
         {"type": "track", "userId": "u1", "event": "Product Added", "properties": {"cart_id": "c1", **products[0]}},
         {"type": "track", "userId": "u1", "event": "Checkout Started",
@@ -122,12 +155,26 @@ def test_checkout_to_order_refund_and_cancel(send, engine, clock) -> None:  # ty
     send({"type": "track", "userId": "u1", "event": "Order Completed", "properties": order})
     send({"type": "track", "userId": "u1", "event": "Order Completed", "properties": order})  # reported twice
     send(
-        {"type": "track", "userId": "u1", "event": "Order Refunded", "properties": {"order_id": "o1", "refund_id": "r1", "total": 30}},
-        {"type": "track", "userId": "u1", "event": "Order Refunded", "properties": {"order_id": "o1", "refund_id": "r1", "total": 30}},
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Order Refunded",
+            "properties": {"order_id": "o1", "refund_id": "r1", "total": 30},
+        },
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Order Refunded",
+            "properties": {"order_id": "o1", "refund_id": "r1", "total": 30},
+        },
     )
     with Session(engine) as session:
         [customer] = _live_customers(session)
-        assert (customer.orders_count, customer.total_spent, customer.total_refunded) == (1, Decimal("80.00"), Decimal("30.00"))
+        assert (customer.orders_count, customer.total_spent, customer.total_refunded) == (
+            1,
+            Decimal("80.00"),
+            Decimal("30.00"),
+        )
         [order_row] = session.scalars(sa.select(Order))
         assert (order_row.status, order_row.refunded_total, order_row.shipping_country) == (
             "partially_refunded", Decimal("30.00"), "DE",
@@ -138,11 +185,22 @@ def test_checkout_to_order_refund_and_cancel(send, engine, clock) -> None:  # ty
     send({"type": "track", "userId": "u1", "event": "Order Cancelled", "properties": {"order_id": "o1"}})
     with Session(engine) as session:
         [customer] = _live_customers(session)
-        assert (customer.orders_count, customer.total_spent, customer.average_order_value) == (0, Decimal("0.00"), None)
+        assert (customer.orders_count, customer.total_spent, customer.average_order_value) == (
+            0,
+            Decimal("0.00"),
+            None,
+        )
 
 
 def test_consent_is_recorded_with_proof_and_never_inferred(send, engine) -> None:  # type: ignore[no-untyped-def]
-    send({"type": "identify", "userId": "u1", "traits": {"phone": "+14155550123"}, "context": {"ip": "198.51.100.4"}})
+    send(
+        {
+            "type": "identify",
+            "userId": "u1",
+            "traits": {"phone": "+14155550123"},
+            "context": {"ip": "198.51.100.4"},
+        }
+    )
     with Session(engine) as session:
         assert _live_customers(session)[0].sms_consent is None
     send({"type": "identify", "userId": "u1", "traits": {"sms_consent": "subscribed", "consent_source": "checkout-box"},
@@ -150,13 +208,25 @@ def test_consent_is_recorded_with_proof_and_never_inferred(send, engine) -> None
     with Session(engine) as session:
         [customer] = _live_customers(session)
         [record] = session.scalars(sa.select(ConsentRecord))
-        assert (customer.sms_consent, record.channel, record.status, record.source) == ("subscribed", "sms", "subscribed", "checkout-box")
+        assert (customer.sms_consent, record.channel, record.status, record.source) == (
+            "subscribed",
+            "sms",
+            "subscribed",
+            "checkout-box",
+        )
         assert record.evidence["ip"] == "198.51.100.4"
         assert record.evidence["page_url"] == "https://shop.example/checkout"
 
 
 def test_time_on_a_product_page_counts_as_dwell(send, engine, clock) -> None:  # type: ignore[no-untyped-def]
-    send({"type": "track", "anonymousId": "a", "event": "Product Viewed", "properties": {"product_id": "p1", "name": "Tent"}})
+    send(
+        {
+            "type": "track",
+            "anonymousId": "a",
+            "event": "Product Viewed",
+            "properties": {"product_id": "p1", "name": "Tent"},
+        }
+    )
     clock.advance(45)
     send({"type": "page", "anonymousId": "a", "name": "Reviews"})
     with Session(engine) as session:
@@ -166,7 +236,47 @@ def test_time_on_a_product_page_counts_as_dwell(send, engine, clock) -> None:  #
 
 
 def test_refund_for_an_unknown_order_is_kept_as_an_event_only(send, engine) -> None:  # type: ignore[no-untyped-def]
-    send({"type": "track", "userId": "u1", "event": "Order Refunded", "properties": {"order_id": "nope", "total": 5}})
+    send(
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Order Refunded",
+            "properties": {"order_id": "nope", "total": 5},
+        }
+    )
     with Session(engine) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Refund)) == 0
         assert session.scalar(sa.select(Event.processed_at)) is not None
+
+
+def test_a_resent_opt_in_does_not_undo_a_later_opt_out(send, engine, clock) -> None:  # type: ignore[no-untyped-def]
+    checkout_box = {"sms_consent": "subscribed", "consent_source": "shopify:checkout",
+                    "consent_evidence": {"buyer_accepts_sms_marketing": True, "checkout_token": "t1"}}  # fmt: skip
+    # given an opt-in from a ticked checkout box, then an opt-out
+    send({"type": "identify", "userId": "u1", "traits": checkout_box})
+    clock.advance(60)
+    send(
+        {
+            "type": "identify",
+            "userId": "u1",
+            "traits": {"sms_consent": "unsubscribed", "consent_source": "sms:STOP"},
+        }
+    )
+    # when the same checkout is delivered again, still carrying its ticked box
+    clock.advance(60)
+    send({"type": "identify", "userId": "u1", "traits": checkout_box})
+    with Session(engine) as session:
+        assert _live_customers(session)[0].sms_consent == "unsubscribed"
+    # but a new opt-in with new proof counts
+    clock.advance(60)
+    send(
+        {
+            "type": "identify",
+            "userId": "u1",
+            "traits": {**checkout_box, "consent_evidence": {"checkout_token": "t2"}},
+        }
+    )
+    with Session(engine) as session:
+        assert _live_customers(session)[0].sms_consent == "subscribed"
+        statuses = list(session.scalars(sa.select(ConsentRecord.status).order_by(ConsentRecord.id)))
+        assert statuses == ["subscribed", "unsubscribed", "subscribed"]

@@ -34,6 +34,7 @@ from winback.kernel.money import to_amount
 from winback.processing import aggregates
 from winback.profiles import contact, traits
 from winback.runtime import Runtime
+from winback.settings import StoreProfile
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class BatchContext:
     open_sessions: dict[tuple[int, str], IntentSession] = field(default_factory=dict)
     product_collections: dict[str, list[str]] = field(default_factory=dict)
     catalog_updates: list[catalog.ProductInfo] = field(default_factory=list)
+    profile: StoreProfile = field(default_factory=StoreProfile)
     store_region: str | None = None
 
     @classmethod
@@ -133,9 +135,11 @@ class BatchContext:
         now: datetime,
         rows: Iterable[Row[Any]],
         customers: list[Customer],
+        *,
+        profile: StoreProfile,
     ) -> BatchContext:
         context = cls(
-            session, runtime, now, store_region=contact.region_of_locale(runtime.settings.store_locale)
+            session, runtime, now, profile=profile, store_region=contact.region_of_locale(profile.locale)
         )
         checkout_keys: set[tuple[str, str]] = {("cart", implicit_cart_id(c.id)) for c in customers}
         order_ids: set[str] = set()
@@ -246,18 +250,57 @@ def _record_consent(
         column = f"{change.channel}_consent"
         if getattr(customer, column) == change.status:
             continue
+        source = change.source or f"{row.source}:{row.type}"
+        if _is_replayed_consent(context, customer, change, source):
+            continue
         setattr(customer, column, change.status)
         context.session.add(
             ConsentRecord(
                 customer_id=customer.id,
                 channel=change.channel,
                 status=change.status,
-                source=change.source or f"{row.source}:{row.type}",
+                source=source,
                 evidence={k: v for k, v in {**base_evidence, **change.evidence}.items() if v is not None},
                 event_id=row.id,
                 recorded_at=row.timestamp,
             )
         )
+
+
+# Evidence keys that differ between deliveries of the same consent (not part of its identity).
+VOLATILE_EVIDENCE = frozenset(
+    {"message_id", "event", "timestamp", "ip", "user_agent", "page_url", "checkout_updated_at"}
+)
+
+
+def consent_fingerprint(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in evidence.items() if key not in VOLATILE_EVIDENCE}
+
+
+def _is_replayed_consent(
+    context: BatchContext, customer: Customer, change: traits.ConsentChange, source: str
+) -> bool:
+    """True when this exact consent (same source and proof) was already recorded and a later
+    change overrode it: a re-sent opt-in (a checkout update still carrying its ticked box, an
+    identify repeating an old trait) must not undo someone's later opt-out. A genuine new opt-in
+    carries new proof."""
+    fingerprint = consent_fingerprint(change.evidence)
+    history = context.session.execute(
+        select(ConsentRecord.status, ConsentRecord.source, ConsentRecord.evidence)
+        .where(ConsentRecord.customer_id == customer.id, ConsentRecord.channel == change.channel)
+        .order_by(ConsentRecord.recorded_at, ConsentRecord.id)
+    ).all()
+    seen_same = False
+    for status, recorded_source, evidence in history:
+        if (
+            status == change.status
+            and recorded_source == source
+            and consent_fingerprint(evidence or {}) == fingerprint
+        ):
+            seen_same = True
+        elif seen_same and status != change.status:
+            return True
+    return False
 
 
 # --- browsing and searching ---------------------------------------------------------------------
@@ -634,13 +677,13 @@ def on_order_completed(
                 setattr(existing, name, value)
         return
     total = _order_total(props, lines)
-    currency = (_text(props.get("currency"), 3) or context.settings.store_currency).upper()
+    currency = (_text(props.get("currency"), 3) or context.profile.currency).upper()
     order = Order(
         order_id=order_id,
         customer_id=customer.id,
         checkout_id=_text(props.get("checkout_id")),
         cart_id=_text(props.get("cart_id")),
-        status="placed",
+        status="paid" if _text(props.get("financial_status")) == "paid" else "placed",
         total=total,
         subtotal=to_amount(props.get("subtotal")),
         revenue=to_amount(props.get("revenue")),

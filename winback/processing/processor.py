@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Row, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from winback import store
 from winback.db.engine import transaction
 from winback.db.models import Customer, CustomerIdentity, Event
 from winback.processing import effects, merge
@@ -100,7 +101,8 @@ class BatchProcessor:
         self.session = session
         self.runtime = runtime
         self.now: datetime = runtime.clock.now()
-        self.store_region = contact.region_of_locale(runtime.settings.store_locale)
+        self.profile = store.profile_in(session, runtime.settings)
+        self.store_region = contact.region_of_locale(self.profile.locale)
         self.events = [self._prepare(row) for row in rows]
         self.book = IdentityBook()
         self.customers_by_id: dict[int, Customer] = {}
@@ -137,10 +139,17 @@ class BatchProcessor:
             prepared.customer = self._resolve(prepared)
         self._write_identities_and_merges()
         context = effects.BatchContext.load(
-            self.session, self.runtime, self.now, [p.row for p in self.events], self._survivors()
+            self.session,
+            self.runtime,
+            self.now,
+            [p.row for p in self.events],
+            self._survivors(),
+            profile=self.profile,
         )
         for prepared in self.events:
             customer = self.book.final(prepared.customer) if prepared.customer else None
+            if customer is not None and customer.erased_at is not None:
+                customer = None  # an erased person's late events must not rebuild the profile
             prepared.customer = customer
             if customer is not None:
                 effects.apply_event(context, customer, prepared.row, prepared.update)
