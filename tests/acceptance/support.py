@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 
 from winback.db.models import Event
-from winback.kernel.clock import SystemClock
 
 NODE_DIR = Path(__file__).parent / "node"  # package.json + lock of the JavaScript clients
 NODE_MODULES = NODE_DIR / "node_modules"
@@ -33,6 +32,7 @@ FACT_COLUMNS = (
     "properties",
     "traits",
 )
+NO_RESPONSE = 0  # the status logged for a request the app failed without answering
 CLIENT_CLOCK_PRECISION = timedelta(milliseconds=1)  # the clients send millisecond timestamps
 
 
@@ -60,7 +60,11 @@ class ServedRequest:
 
 
 class RequestLog:
-    """ASGI middleware keeping one `ServedRequest` per HTTP request the app answered."""
+    """ASGI middleware keeping one `ServedRequest` per HTTP request the app answered.
+
+    A request is logged as its response starts, before the client can see the response: once a
+    client call has returned, the log already holds the requests it made.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -73,25 +77,32 @@ class RequestLog:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
-        status = 0
+        logged = False
 
-        async def record_status(message: dict[str, Any]) -> None:
-            nonlocal status
+        def log(status: int) -> None:
+            nonlocal logged
+            logged = True
+            self.requests.append(
+                ServedRequest(
+                    method=scope["method"],
+                    path=scope["path"],
+                    content_encoding=headers.get("content-encoding"),
+                    content_type=headers.get("content-type"),
+                    origin=headers.get("origin"),
+                    status=status,
+                )
+            )
+
+        async def log_then_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status = message["status"]
+                log(message["status"])
             await send(message)
 
-        await self.app(scope, receive, record_status)
-        self.requests.append(
-            ServedRequest(
-                method=scope["method"],
-                path=scope["path"],
-                content_encoding=headers.get("content-encoding"),
-                content_type=headers.get("content-type"),
-                origin=headers.get("origin"),
-                status=status,
-            )
-        )
+        try:
+            await self.app(scope, receive, log_then_send)
+        finally:
+            if not logged:
+                log(NO_RESPONSE)
 
 
 @dataclass
@@ -100,7 +111,6 @@ class LiveServer:
     write_key: str
     engine: sa.Engine
     log: RequestLog
-    started_at: datetime = field(default_factory=lambda: SystemClock().now())
 
     @property
     def requests(self) -> list[ServedRequest]:

@@ -44,7 +44,7 @@ BROWSER_TIMEOUT = 15_000  # milliseconds, for each page action
 
 STORE_PAGE = """<!doctype html>
 <html>
-  <head><meta charset="utf-8"><title>Linen shirt – Example Shop</title></head>
+  <head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Linen shirt – Example Shop</title></head>
   <body>
     <h1>Linen shirt</h1>
     <script src="/analytics-next/index.js"></script>
