@@ -77,11 +77,21 @@ class Settings(BaseSettings):
     max_batch_bytes: int = 500 * 1024
 
     # Derived lifecycle events.
-    checkout_abandoned_after_s: float = Field(60 * 60, description="seconds without checkout activity")
-    browse_abandoned_after_s: float = Field(60 * 60, description="seconds after the last view with no cart add")
-    browse_min_views: int = Field(2, description="views of one product/category that count as interest")
-    browse_min_dwell_s: float = Field(30, description="seconds on one product page that count as interest")
-    search_abandoned_after_s: float = Field(60 * 60, description="seconds after a search with no cart add/order")
+    checkout_abandoned_after_s: float = Field(
+        default=60 * 60, description="seconds without checkout activity"
+    )
+    browse_abandoned_after_s: float = Field(
+        default=60 * 60, description="seconds after the last view with no cart add"
+    )
+    browse_min_views: int = Field(
+        default=2, description="views of one product/category that count as interest"
+    )
+    browse_min_dwell_s: float = Field(
+        default=30, description="seconds on one product page that count as interest"
+    )
+    search_abandoned_after_s: float = Field(
+        default=60 * 60, description="seconds after a search with no cart add/order"
+    )
 
     # Worker loops.
     worker_poll_s: float = 0.5
@@ -115,9 +125,7 @@ class Settings(BaseSettings):
         if settings_file.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=settings_file))
         elif "WINBACK_SETTINGS_FILE" in os.environ:
-            raise FileNotFoundError(
-                f"WINBACK_SETTINGS_FILE points at {settings_file}, which does not exist"
-            )
+            raise FileNotFoundError(f"WINBACK_SETTINGS_FILE points at {settings_file}, which does not exist")
         return tuple(sources)
 
 

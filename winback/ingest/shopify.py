@@ -21,7 +21,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -563,32 +563,32 @@ def products_from_product(payload: Mapping[str, Any], *, store_url: str, currenc
     category = _text(payload.get("product_type"))
     variants = [_mapping(v) for v in payload.get("variants") or [] if isinstance(v, dict)]
     prices = [p for p in (to_amount(v.get("price")) for v in variants) if p is not None]
-    common = {
-        "product_id": product_id,
-        "name": _text(payload.get("title")),
-        "brand": _text(payload.get("vendor")),
-        "category": category,
-        "price": min(prices) if prices else None,
-        "currency": _currency(currency),
-        "image_url": image_url,
-        "url": f"{store_url.rstrip('/')}/products/{handle}" if handle else None,
-        "collections": (category,) if category else (),
-        "properties": _drop_none(
+    base = ProductInfo(
+        product_id=product_id,
+        name=_text(payload.get("title")),
+        brand=_text(payload.get("vendor")),
+        category=category,
+        price=min(prices) if prices else None,
+        currency=_currency(currency),
+        image_url=image_url,
+        url=f"{store_url.rstrip('/')}/products/{handle}" if handle else None,
+        collections=(category,) if category else (),
+        properties=_drop_none(
             {
                 "handle": handle,
                 "status": _text(payload.get("status")),
                 "tags": split_tags(payload.get("tags")) or None,
             }
         ),
-    }
+    )
     if not variants:
-        return [ProductInfo(**common)]
+        return [base]
     infos = []
     for variant in variants:
         title = _text(variant.get("title"))
         infos.append(
-            ProductInfo(
-                **common,
+            replace(
+                base,
                 variant_id=_id(variant.get("id")),
                 variant_name=None if title == DEFAULT_VARIANT_TITLE else title,
                 variant_sku=_text(variant.get("sku")),

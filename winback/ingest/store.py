@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, Insert, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.db.models import Event
 from winback.ingest.segment import EventRow
 
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
 
-def insert_statement(connection: Connection):  # type: ignore[no-untyped-def]
+
+def insert_statement(connection: Connection) -> Insert:
     """INSERT … ON CONFLICT (message_id) DO NOTHING for the connection's dialect."""
-    table = Event.__table__
+    table = EVENTS
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=["message_id"])
     if connection.dialect.name == "sqlite":

@@ -107,7 +107,8 @@ def read_traits(
     """What these traits say about the person. `phone_region` reads national phone numbers."""
     context = context or {}
     update = ProfileUpdate()
-    address = traits.get("address") if isinstance(traits.get("address"), dict) else {}
+    raw_address = traits.get("address")
+    address: Mapping[str, Any] = raw_address if isinstance(raw_address, dict) else {}
 
     update.country = contact.normalise_country(address.get("country") or traits.get("country"))
     update.email = contact.normalise_email(traits.get("email"))
@@ -144,7 +145,8 @@ def read_traits(
         update.tags = [t for t in (_text(tag, 100) for tag in tags) if t]
 
     source = _text(traits.get("consent_source"), 100)
-    evidence = traits.get("consent_evidence") if isinstance(traits.get("consent_evidence"), dict) else {}
+    raw_evidence = traits.get("consent_evidence")
+    evidence: Mapping[str, Any] = raw_evidence if isinstance(raw_evidence, dict) else {}
     for channel in CHANNELS:
         status = consent_status(traits.get(f"{channel}_consent"))
         if status is not None:
