@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.logging import RichHandler
 
 from winback import apikeys
 from winback.db import migrate
@@ -31,8 +34,30 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+@app.callback()
+def configure(
+    log_level: Annotated[
+        str, typer.Option(envvar="WINBACK_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Logging for every command: to stderr, through rich."""
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise fail(f"unknown log level {log_level!r}; use debug, info, warning or error")
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+
+
 def _runtime() -> Runtime:
-    return Runtime.from_settings()
+    try:
+        return Runtime.from_settings()
+    except (ValidationError, FileNotFoundError) as exc:
+        raise fail(f"invalid settings (WINBACK_* variables or the settings file):\n{exc}") from None
 
 
 @db_app.command("upgrade")
@@ -48,7 +73,9 @@ def db_current() -> None:
     """Print the database's migration revision and whether it is the newest."""
     runtime = _runtime()
     current, head = migrate.current_revision(runtime.engine), migrate.head_revision(runtime.engine)
-    typer.echo(f"{current or 'empty'}{' (head)' if current == head else f' (head is {head}: run `winback db upgrade`)'}")
+    typer.echo(
+        f"{current or 'empty'}{' (head)' if current == head else f' (head is {head}: run `winback db upgrade`)'}"
+    )
 
 
 @keys_app.command("create")
@@ -89,7 +116,9 @@ def keys_revoke(key_id: int) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    no_worker: Annotated[bool, typer.Option("--no-worker", help="API only; run `winback worker` elsewhere.")] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="API only; run `winback worker` elsewhere.")
+    ] = False,
 ) -> None:
     """Run the HTTP API (and, unless --no-worker, a worker) after applying migrations."""
     import uvicorn
@@ -127,7 +156,9 @@ def worker() -> None:
 
 @app.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="NDJSON of Segment messages, or a CSV of customers, orders or products.")],
+    file: Annotated[
+        Path, typer.Argument(help="NDJSON of Segment messages, or a CSV of customers, orders or products.")
+    ],
     kind: Annotated[
         str, typer.Option(help="auto (from extension and header), segment, customers, orders or products.")
     ] = "auto",
@@ -141,7 +172,9 @@ def import_command(
     runtime = _runtime()
     migrate.upgrade(runtime.engine)
     try:
-        report, applied = importing.run_with_progress(runtime, file, kind=kind, process=process, console=console)
+        report, applied = importing.run_with_progress(
+            runtime, file, kind=kind, process=process, console=console
+        )
     except importing.ImportInterrupted as exc:
         raise fail(exc.message) from None
     except WinbackError as exc:
@@ -154,13 +187,17 @@ def import_command(
 
 @app.command()
 def demo(
-    once: Annotated[bool, typer.Option("--once", help="Run a short scenario, print the summary and exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run a short scenario, print the summary and exit.")
+    ] = False,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8000,
     rate: Annotated[float, typer.Option(help="New shoppers per minute (without --once).")] = 20.0,
     shoppers: Annotated[int, typer.Option(help="Shoppers in the --once scenario.")] = 40,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed plans the same shoppers.")] = 7,
-    force: Annotated[bool, typer.Option("--force", help="Run even on a database holding non-demo events.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run even on a database holding non-demo events.")
+    ] = False,
 ) -> None:
     """Run winback with a simulated store sending shopper traffic through the tracking API."""
     from rich.console import Console as RichConsole

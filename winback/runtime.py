@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from winback.apikeys import KeyVerifier
 from winback.db.engine import make_engine
 from winback.kernel.clock import Clock, SystemClock
-from winback.settings import Settings, get_settings
+from winback.settings import Settings
 
 
 @dataclass
@@ -24,5 +24,5 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
-        settings = settings or get_settings()
+        settings = settings or Settings()  # read afresh: environment and file
         return cls(settings=settings, engine=make_engine(settings.database_url), clock=clock or SystemClock())

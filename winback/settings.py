@@ -8,12 +8,10 @@ API (`PUT /api/v1/store`) is kept in the database and overrides the `store_*` va
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -100,6 +98,17 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = ["*"]
 
+    @model_validator(mode="after")
+    def _valid_store_profile(self) -> Settings:
+        try:
+            self.store_profile()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"WINBACK_STORE_{e['loc'][0]}".upper() + f": {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(problems) from None
+        return self
+
     def store_profile(self) -> StoreProfile:
         return StoreProfile(
             name=self.store_name,
@@ -127,13 +136,3 @@ class Settings(BaseSettings):
         elif "WINBACK_SETTINGS_FILE" in os.environ:
             raise FileNotFoundError(f"WINBACK_SETTINGS_FILE points at {settings_file}, which does not exist")
         return tuple(sources)
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
-
-
-def make_settings(**overrides: Any) -> Settings:
-    """Settings for tests and embedding: environment and file, with explicit overrides on top."""
-    return Settings(**overrides)

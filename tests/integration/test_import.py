@@ -26,7 +26,6 @@ from winback.db.models import (
 )
 from winback.kernel.clock import VirtualClock
 from winback.runtime import Runtime
-from winback.settings import get_settings
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the conftest clock's start
 
@@ -494,11 +493,9 @@ def test_undetectable_files_are_explained(tmp_path: Path, name: str, content: st
 
 @pytest.fixture
 def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    """A CLI runner on the test database (settings are cached per process, so reset around it)."""
+    """A CLI runner on the test database."""
     monkeypatch.setenv("WINBACK_DATABASE_URL", database_url)
-    get_settings.cache_clear()
     yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_cli_imports_processes_and_summarises(cli: CliRunner, runtime: Runtime, tmp_path: Path) -> None:

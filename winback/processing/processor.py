@@ -153,6 +153,9 @@ class BatchProcessor:
             prepared.customer = customer
             if customer is not None:
                 effects.apply_event(context, customer, prepared.row, prepared.update)
+                # A guest checkout's email/phone is the profile's contact when it has none yet.
+                customer.email = customer.email or prepared.email
+                customer.phone = customer.phone or prepared.phone
         context.flush()
         self._mark_processed()
 
