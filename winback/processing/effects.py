@@ -8,7 +8,7 @@ Rows the batch needs (checkouts, orders, open browse/search sessions) are loaded
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -123,6 +123,9 @@ class BatchContext:
     orders: dict[str, Order] = field(default_factory=dict)
     open_sessions: dict[tuple[int, str], IntentSession] = field(default_factory=dict)
     product_collections: dict[str, list[str]] = field(default_factory=dict)
+    bought_products: dict[tuple[int, str], CustomerProduct] = field(default_factory=dict)
+    bought_collections: dict[tuple[int, str], CustomerCollection] = field(default_factory=dict)
+    pending_lines: list[tuple[Order, dict[str, Any]]] = field(default_factory=list)
     catalog_updates: list[catalog.ProductInfo] = field(default_factory=list)
     profile: StoreProfile = field(default_factory=StoreProfile)
     store_region: str | None = None
@@ -133,18 +136,20 @@ class BatchContext:
         session: Session,
         runtime: Runtime,
         now: datetime,
-        rows: Iterable[Row[Any]],
-        customers: list[Customer],
+        events: Sequence[tuple[Row[Any], Customer]],
         *,
         profile: StoreProfile,
     ) -> BatchContext:
+        """Fetch every row the batch's events (each with its surviving customer) will touch."""
         context = cls(
             session, runtime, now, profile=profile, store_region=contact.region_of_locale(profile.locale)
         )
+        customers = list({id(customer): customer for _row, customer in events}.values())
+        buyers: set[int] = set()
         checkout_keys: set[tuple[str, str]] = {("cart", implicit_cart_id(c.id)) for c in customers}
         order_ids: set[str] = set()
         bought_product_ids: set[str] = set()
-        for row in rows:
+        for row, customer in events:
             if row.type != "track" or not row.event:
                 continue
             props = row.properties or {}
@@ -163,6 +168,8 @@ class BatchContext:
             if row.event in ORDER_EVENTS:
                 if order_id:
                     order_ids.add(order_id)
+                if row.event == "Order Completed":
+                    buyers.add(customer.id)
                 bought_product_ids.update(
                     item["product_id"] for p in products_of(props) if (item := line_item(p)) is not None
                 )
@@ -180,6 +187,8 @@ class BatchContext:
             )
             for intent in session.scalars(query):
                 context.open_sessions[(intent.customer_id, intent.kind)] = intent  # latest wins
+        if buyers:
+            context._load_bought(buyers, bought_product_ids)
         if bought_product_ids:
             query = select(Product.product_id, Product.collections).where(
                 Product.product_id.in_(list(bought_product_ids))
@@ -196,7 +205,27 @@ class BatchContext:
             for checkout in self.session.scalars(query):
                 self.checkouts[(checkout.kind, checkout.external_id)] = checkout
 
+    def _load_bought(self, customer_ids: set[int], product_ids: set[str]) -> None:
+        ids = list(customer_ids)
+        for row in self.session.scalars(
+            select(CustomerProduct).where(
+                CustomerProduct.customer_id.in_(ids), CustomerProduct.product_id.in_(list(product_ids))
+            )
+        ):
+            self.bought_products[(row.customer_id, row.product_id)] = row
+        for row in self.session.scalars(
+            select(CustomerCollection).where(CustomerCollection.customer_id.in_(ids))
+        ):
+            self.bought_collections[(row.customer_id, row.collection)] = row
+
     def flush(self) -> None:
+        """Write what was deferred to the end of the batch: order lines, catalog updates."""
+        if self.pending_lines:
+            self.session.flush()  # orders get their ids
+            self.session.execute(
+                OrderLine.__table__.insert(),
+                [{"order_pk": order.id, **line} for order, line in self.pending_lines],
+            )
         catalog.upsert_products(self.session, self.catalog_updates, self.now)
 
     @property
@@ -702,19 +731,20 @@ def on_order_completed(
     )
     context.session.add(order)
     context.orders[order_id] = order
-    context.session.flush()  # the order's id is needed for its lines
     for item in lines:
-        context.session.add(
-            OrderLine(
-                order_pk=order.id,
-                customer_id=customer.id,
-                product_id=item["product_id"],
-                variant_id=item["variant_id"],
-                sku=item["sku"],
-                name=item["name"],
-                category=item["category"],
-                price=to_amount(item["price"]),
-                quantity=item["quantity"],
+        context.pending_lines.append(
+            (
+                order,
+                {
+                    "customer_id": customer.id,
+                    "product_id": item["product_id"],
+                    "variant_id": item["variant_id"],
+                    "sku": item["sku"],
+                    "name": item["name"],
+                    "category": item["category"],
+                    "price": to_amount(item["price"]),
+                    "quantity": item["quantity"],
+                },
             )
         )
     aggregates.add_order(customer, total, at)
@@ -736,55 +766,31 @@ def _record_bought(
         quantities[item["product_id"]] = quantities.get(item["product_id"], 0) + item["quantity"]
         collections.update(catalog.collections_of(props))
         collections.update(context.product_collections.get(item["product_id"], []))
-    if not quantities:
-        return
-    session = context.session
-    known = {
-        row.product_id: row
-        for row in session.scalars(
-            select(CustomerProduct).where(
-                CustomerProduct.customer_id == customer.id, CustomerProduct.product_id.in_(list(quantities))
-            )
-        )
-    }
     for product_id, quantity in quantities.items():
-        row = known.get(product_id)
-        if row is None:
-            session.add(
-                CustomerProduct(
-                    customer_id=customer.id,
-                    product_id=product_id,
-                    quantity=quantity,
-                    first_bought_at=at,
-                    last_bought_at=at,
-                )
+        bought = context.bought_products.get((customer.id, product_id))
+        if bought is None:
+            bought = CustomerProduct(
+                customer_id=customer.id,
+                product_id=product_id,
+                quantity=0,
+                first_bought_at=at,
+                last_bought_at=at,
             )
-        else:
-            row.quantity += quantity
-            row.first_bought_at = min(row.first_bought_at, at)
-            row.last_bought_at = max(row.last_bought_at, at)
-    if not collections:
-        return
-    known_collections = {
-        row.collection: row
-        for row in session.scalars(
-            select(CustomerCollection).where(
-                CustomerCollection.customer_id == customer.id,
-                CustomerCollection.collection.in_(list(collections)),
-            )
-        )
-    }
+            context.session.add(bought)
+            context.bought_products[(customer.id, product_id)] = bought
+        bought.quantity += quantity
+        bought.first_bought_at = min(bought.first_bought_at, at)
+        bought.last_bought_at = max(bought.last_bought_at, at)
     for collection in collections:
-        row = known_collections.get(collection)
-        if row is None:
-            session.add(
-                CustomerCollection(
-                    customer_id=customer.id, collection=collection, first_bought_at=at, last_bought_at=at
-                )
+        from_collection = context.bought_collections.get((customer.id, collection))
+        if from_collection is None:
+            from_collection = CustomerCollection(
+                customer_id=customer.id, collection=collection, first_bought_at=at, last_bought_at=at
             )
-        else:
-            row.first_bought_at = min(row.first_bought_at, at)
-            row.last_bought_at = max(row.last_bought_at, at)
+            context.session.add(from_collection)
+            context.bought_collections[(customer.id, collection)] = from_collection
+        from_collection.first_bought_at = min(from_collection.first_bought_at, at)
+        from_collection.last_bought_at = max(from_collection.last_bought_at, at)
 
 
 def _complete_checkouts(

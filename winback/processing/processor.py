@@ -138,19 +138,17 @@ class BatchProcessor:
         for prepared in self.events:
             prepared.customer = self._resolve(prepared)
         self._write_identities_and_merges()
-        context = effects.BatchContext.load(
-            self.session,
-            self.runtime,
-            self.now,
-            [p.row for p in self.events],
-            self._survivors(),
-            profile=self.profile,
-        )
         for prepared in self.events:
             customer = self.book.final(prepared.customer) if prepared.customer else None
             if customer is not None and customer.erased_at is not None:
                 customer = None  # an erased person's late events must not rebuild the profile
             prepared.customer = customer
+        applicable = [(p.row, p.customer) for p in self.events if p.customer is not None]
+        context = effects.BatchContext.load(
+            self.session, self.runtime, self.now, applicable, profile=self.profile
+        )
+        for prepared in self.events:
+            customer = prepared.customer
             if customer is not None:
                 effects.apply_event(context, customer, prepared.row, prepared.update)
                 # A guest checkout's email/phone is the profile's contact when it has none yet.
@@ -261,14 +259,6 @@ class BatchProcessor:
         elif absorbed.user_id:
             absorbed.user_id = None  # the identity row keeps pointing the old user id here
         self.merges.append((absorbed, survivor))
-
-    def _survivors(self) -> list[Customer]:
-        seen: dict[int, Customer] = {}
-        for prepared in self.events:
-            if prepared.customer is not None:
-                customer = self.book.final(prepared.customer)
-                seen[id(customer)] = customer
-        return list(seen.values())
 
     def _write_identities_and_merges(self) -> None:
         # Profiles created and absorbed within this batch are never written.
