@@ -35,13 +35,13 @@ def _json_dumps(value: Any) -> str:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, json_serializer=_json_dumps, **kwargs)
+        engine = create_engine(url, json_serializer=_json_dumps, json_deserializer=orjson.loads, **kwargs)
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
-    return create_engine(url, json_serializer=_json_dumps, **kwargs)
+    return create_engine(url, json_serializer=_json_dumps, json_deserializer=orjson.loads, **kwargs)
 
 
 def _configure_sqlite(engine: Engine) -> None:
