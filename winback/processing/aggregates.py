@@ -7,13 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from winback.profiles import traits
+
 ZERO = Decimal("0.00")
 
-PROFILE_FIELDS = (
-    "email", "phone", "first_name", "last_name", "birthday", "gender", "locale", "timezone",
-    "address_line1", "address_line2", "city", "region", "zip", "country",
-    "email_consent", "sms_consent", "push_consent",
-)  # fmt: skip
+PROFILE_FIELDS = (*traits.PROFILE_COLUMNS, *traits.CONSENT_COLUMNS)
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -32,6 +32,7 @@ from winback.db.models import (
     Order,
 )
 from winback.kernel.errors import NotFound
+from winback.profiles import traits
 
 BATCH_SIZE = 1000  # rows read and rewritten per round trip
 
@@ -282,23 +283,7 @@ def _erase(session: Session, ids: Sequence[int], now: datetime) -> dict[str, int
     }
 
 
-_PERSONAL_PROFILE_FIELDS = (
-    "user_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "birthday",
-    "gender",
-    "locale",
-    "timezone",
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "zip",
-    "country",
-)
+_PERSONAL_PROFILE_FIELDS = ("user_id", *traits.PROFILE_COLUMNS)
 
 
 def _erase_profile(customer: Customer, now: datetime) -> bool:

@@ -28,6 +28,7 @@ from winback.db.models import (
     Refund,
 )
 from winback.kernel.errors import NotFound
+from winback.profiles import traits
 from winback.profiles.erasure import person_ids, survivor_of
 
 EXPORT_VERSION = 1
@@ -35,20 +36,7 @@ EXPORT_VERSION = 1
 PROFILE_FIELDS = (
     "id",
     "user_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "birthday",
-    "gender",
-    "locale",
-    "timezone",
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "zip",
-    "country",
+    *traits.PROFILE_COLUMNS,
     "tags",
     "properties",
     "email_consent",

@@ -15,6 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from winback.profiles import contact
 
 CHANNELS = ("email", "sms", "push")
+
+# Profile columns that describe or reach the person (the ones traits set, erasure clears, merges fill).
+PROFILE_COLUMNS = (
+    "email", "phone", "first_name", "last_name", "birthday", "gender", "locale", "timezone",
+    "address_line1", "address_line2", "city", "region", "zip", "country",
+)  # fmt: skip
+CONSENT_COLUMNS = tuple(f"{channel}_consent" for channel in CHANNELS)
 SUBSCRIBED, UNSUBSCRIBED = "subscribed", "unsubscribed"
 
 # Traits that are read into columns or consent and so never land in `properties`.
@@ -59,10 +66,7 @@ class ProfileUpdate:
     properties: dict[str, Any] = field(default_factory=dict)
     consent: list[ConsentChange] = field(default_factory=list)
 
-    COLUMNS = (
-        "email", "phone", "first_name", "last_name", "birthday", "gender", "locale", "timezone",
-        "address_line1", "address_line2", "city", "region", "zip", "country",
-    )  # fmt: skip
+    COLUMNS = PROFILE_COLUMNS
 
 
 def _text(value: Any, limit: int = 200) -> str | None:
