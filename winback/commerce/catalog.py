@@ -89,17 +89,25 @@ def product_from_properties(props: Mapping[str, Any]) -> ProductInfo | None:
 
 
 def _merge_product(row: Product, info: ProductInfo, now: datetime) -> None:
+    """Enrich a product row; it is only written (and `updated_at` moved) when something changed."""
+    changed = False
     for attribute in ("name", "sku", "brand", "category", "price", "currency", "image_url", "url"):
         value = getattr(info, attribute)
         if value is not None and getattr(row, attribute) != value:
             setattr(row, attribute, value)
+            changed = True
     if info.collections:
         merged = list(dict.fromkeys([*(row.collections or []), *info.collections]))
         if merged != row.collections:
             row.collections = merged
+            changed = True
     if info.properties:
-        row.properties = {**(row.properties or {}), **info.properties}
-    row.updated_at = now
+        properties = {**(row.properties or {}), **info.properties}
+        if properties != row.properties:
+            row.properties = properties
+            changed = True
+    if changed:
+        row.updated_at = now
 
 
 def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetime) -> None:
@@ -143,14 +151,17 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
                     )
                     session.add(variant)
                     variants[info.variant_id] = variant
+                variant_changed = False
                 for attribute, value in (
                     ("name", info.variant_name),
                     ("sku", info.variant_sku),
                     ("price", info.variant_price),
                     ("image_url", info.variant_image_url),
                 ):
-                    if value is not None:
+                    if value is not None and getattr(variant, attribute) != value:
                         setattr(variant, attribute, value)
-                variant.updated_at = now
+                        variant_changed = True
+                if variant_changed:
+                    variant.updated_at = now
         for collection in set(row.collections or []) - known_collections:
             session.merge(ProductCollection(product_id=product_id, collection=collection))

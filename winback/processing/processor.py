@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_, update
+from sqlalchemy import Row, bindparam, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from winback import store
 from winback.db.engine import transaction
-from winback.db.models import Customer, CustomerIdentity, Event
+from winback.db.models import Customer, CustomerIdentity
+from winback.ingest.store import EVENTS
 from winback.processing import effects, merge
 from winback.profiles import contact, identity, traits
 from winback.runtime import Runtime
@@ -89,7 +90,7 @@ def process_batch(runtime: Runtime, size: int) -> int:
 
 
 def _claim(session: Session, size: int) -> list[Row[Any]]:
-    table = Event.__table__
+    table = EVENTS
     query = select(table).where(table.c.processed_at.is_(None)).order_by(table.c.id).limit(size)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -281,12 +282,25 @@ class BatchProcessor:
     # --- bookkeeping ---------------------------------------------------------------------------
 
     def _mark_processed(self) -> None:
-        updates = [
-            {
-                "id": prepared.row.id,
-                "customer_id": prepared.customer.id if prepared.customer is not None else None,
-                "processed_at": self.now,
-            }
-            for prepared in self.events
+        """Stamp the batch's events as applied (and with their customer) in one statement."""
+        ids = [prepared.row.id for prepared in self.events]
+        customer_ids = [
+            prepared.customer.id if prepared.customer is not None else None for prepared in self.events
         ]
-        self.session.execute(update(Event), updates)
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
+                text(
+                    "UPDATE events SET processed_at = :now, customer_id = batch.customer_id "
+                    "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:customer_ids AS BIGINT[])) "
+                    "AS batch(id, customer_id) WHERE events.id = batch.id"
+                ),
+                {"now": self.now, "ids": ids, "customer_ids": customer_ids},
+            )
+            return
+        table = EVENTS
+        self.session.execute(
+            table.update()
+            .where(table.c.id == bindparam("event_id"))
+            .values(customer_id=bindparam("event_customer_id"), processed_at=self.now),
+            [{"event_id": i, "event_customer_id": c} for i, c in zip(ids, customer_ids, strict=True)],
+        )
