@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, select, text, tuple_, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from winback import store
 from winback.db.engine import transaction
@@ -34,6 +35,7 @@ from winback.runtime import Runtime
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500  # events per transaction when no limit is given
+CUSTOMER_COLUMNS = tuple(column.key for column in Customer.__table__.columns if not column.primary_key)
 
 
 @dataclass(slots=True)
@@ -155,8 +157,19 @@ class BatchProcessor:
                 # A guest checkout's email/phone is the profile's contact when it has none yet.
                 customer.email = customer.email or prepared.email
                 customer.phone = customer.phone or prepared.phone
+        self._uniform_customer_updates()
         context.flush()
         self._mark_processed()
+
+    def _uniform_customer_updates(self) -> None:
+        """Write every column of each changed profile, so the batch's profile UPDATEs share one
+        shape and go to the database as one executemany instead of one statement per shape."""
+        for instance in self.session.dirty:
+            if isinstance(instance, Customer) and instance.id is not None:
+                state = instance.__dict__
+                for column in CUSTOMER_COLUMNS:
+                    if column in state:
+                        flag_modified(instance, column)
 
     def _keys_of(self, prepared: PreparedEvent) -> list[identity.Key]:
         row = prepared.row
@@ -228,7 +241,9 @@ class BatchProcessor:
         return survivor
 
     def _new_customer(self, row: Row[Any]) -> Customer:
-        customer = Customer(
+        # Every column is given a value so all profiles flush with one UPDATE shape.
+        values = dict.fromkeys(CUSTOMER_COLUMNS)
+        values.update(
             user_id=row.user_id,
             tags=[],
             properties={},
@@ -240,6 +255,7 @@ class BatchProcessor:
             created_at=row.timestamp,
             updated_at=self.now,
         )
+        customer = Customer(**values)
         self.session.add(customer)
         return customer
 
