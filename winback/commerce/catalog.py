@@ -12,9 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from winback.db.engine import insert_or_ignore
 from winback.db.models import Product, ProductCollection, ProductVariant
 from winback.kernel.money import to_amount
 
@@ -132,6 +133,7 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
         if variant_ids
         else {}
     )
+    new_links: list[dict[str, str]] = []
     for product_id, group in by_product.items():
         row = existing.get(product_id)
         if row is None:
@@ -163,5 +165,10 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
                         variant_changed = True
                 if variant_changed:
                     variant.updated_at = now
-        for collection in set(row.collections or []) - known_collections:
-            session.merge(ProductCollection(product_id=product_id, collection=collection))
+        new_links.extend(
+            {"product_id": product_id, "collection": collection}
+            for collection in sorted(set(row.collections or []) - known_collections)
+        )
+    if new_links:
+        links: Table = ProductCollection.__table__  # type: ignore[assignment]
+        session.execute(insert_or_ignore(session.get_bind().dialect.name, links), new_links)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Engine, Insert, Table, insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Insert, Table
 
+from winback.db.engine import insert_or_ignore
 from winback.db.models import Event
 from winback.ingest.segment import EventRow
 
@@ -15,12 +15,7 @@ EVENTS: Table = Event.__table__  # type: ignore[assignment]
 
 def insert_statement(connection: Connection) -> Insert:
     """INSERT … ON CONFLICT (message_id) DO NOTHING for the connection's dialect."""
-    table = EVENTS
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["message_id"])
-    if connection.dialect.name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["message_id"])
-    return insert(table)
+    return insert_or_ignore(connection.dialect.name, EVENTS, ["message_id"])
 
 
 def append_events(connection: Connection, rows: Sequence[EventRow]) -> None:

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, text, tuple_, update
+from sqlalchemy import Row, bindparam, inspect, select, text, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from winback import store
 from winback.db.engine import transaction
-from winback.db.models import Customer, CustomerIdentity
+from winback.db.models import Base, Checkout, Customer, CustomerIdentity, IntentSession, Product
 from winback.ingest.store import EVENTS
 from winback.processing import effects, merge
 from winback.profiles import contact, identity, traits
@@ -35,7 +35,16 @@ from winback.runtime import Runtime
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500  # events per transaction when no limit is given
-CUSTOMER_COLUMNS = tuple(column.key for column in Customer.__table__.columns if not column.primary_key)
+
+
+def _value_columns(model: type[Base]) -> tuple[str, ...]:
+    return tuple(column.key for column in model.__table__.columns if not column.primary_key)
+
+
+CUSTOMER_COLUMNS = _value_columns(Customer)
+UNIFORM_UPDATE_COLUMNS = {
+    model: _value_columns(model) for model in (Customer, Checkout, IntentSession, Product)
+}
 
 
 @dataclass(slots=True)
@@ -157,19 +166,21 @@ class BatchProcessor:
                 # A guest checkout's email/phone is the profile's contact when it has none yet.
                 customer.email = customer.email or prepared.email
                 customer.phone = customer.phone or prepared.phone
-        self._uniform_customer_updates()
+        self._uniform_updates()
         context.flush()
         self._mark_processed()
 
-    def _uniform_customer_updates(self) -> None:
-        """Write every column of each changed profile, so the batch's profile UPDATEs share one
-        shape and go to the database as one executemany instead of one statement per shape."""
+    def _uniform_updates(self) -> None:
+        """Write every loaded column of each changed row, so a table's UPDATEs in this batch share
+        one shape and reach the database as one executemany instead of one statement per shape."""
         for instance in self.session.dirty:
-            if isinstance(instance, Customer) and instance.id is not None:
-                state = instance.__dict__
-                for column in CUSTOMER_COLUMNS:
-                    if column in state:
-                        flag_modified(instance, column)
+            columns = UNIFORM_UPDATE_COLUMNS.get(type(instance))
+            if columns is None or inspect(instance).key is None:
+                continue
+            state = instance.__dict__
+            for column in columns:
+                if column in state:
+                    flag_modified(instance, column)
 
     def _keys_of(self, prepared: PreparedEvent) -> list[identity.Key]:
         row = prepared.row
