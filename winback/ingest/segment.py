@@ -104,9 +104,12 @@ def _optional_id(raw: dict[str, Any], key: str, index: int | None) -> str | None
     value = raw.get(key)
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if type(value) is str:  # the common case, checked first: this runs for every id of every event
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    else:
         raise _invalid(f"'{key}' must be a string", key, index)
-    text = str(value)
     if len(text) > ID_MAX_LENGTH:
         raise _invalid(f"'{key}' is longer than {ID_MAX_LENGTH} characters", key, index)
     return text
