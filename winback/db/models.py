@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Date,
     ForeignKey,
     Index,
@@ -310,7 +311,9 @@ class Order(Base):
     customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
     checkout_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     cart_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
-    status: Mapped[str] = mapped_column(String(24))  # placed | paid | cancelled | refunded | partially_refunded
+    status: Mapped[str] = mapped_column(
+        String(24)
+    )  # placed | paid | cancelled | refunded | partially_refunded
     total: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
     subtotal: Mapped[Decimal | None] = mapped_column(Money)
     revenue: Mapped[Decimal | None] = mapped_column(Money)
@@ -405,3 +408,57 @@ class IntentSession(Base):
 
     __table_args__ = (Index("ix_intent_sessions_status_last_activity_at", "status", "last_activity_at"),)
 
+
+# --- segments and lists -------------------------------------------------------------------------
+
+
+class Segment(Base):
+    """A saved rule (winback.segments.rules) whose members are kept in `segment_memberships`."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)  # {"schema_version": 1, "rule": {...}}
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)  # membership kept up to date
+    depends_on_time: Mapped[bool] = mapped_column(Boolean, default=False)  # re-checked on a schedule
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last full evaluation
+
+
+class SegmentMembership(Base):
+    __tablename__ = "segment_memberships"
+
+    segment_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_segment_memberships_customer_id", "customer_id"),)
+
+
+class CustomerList(Base):
+    """A static list that flows and the API add people to and remove them from."""
+
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ListMembership(Base):
+    __tablename__ = "list_memberships"
+
+    list_id: Mapped[int] = mapped_column(BigId, ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(100))  # api | csv:<file> | flow:<id>
+
+    __table_args__ = (Index("ix_list_memberships_customer_id", "customer_id"),)

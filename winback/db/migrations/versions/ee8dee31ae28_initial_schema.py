@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 0e8ffcbd7e8d
+Revision ID: ee8dee31ae28
 Revises:
-Create Date: 2026-11-23 12:57:16.235015
+Create Date: 2026-11-23 13:34:44.089674
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 import winback.db.types
 
-revision = "0e8ffcbd7e8d"
+revision = "ee8dee31ae28"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -254,6 +254,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_leases")),
     )
     op.create_table(
+        "lists",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("created_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_lists")),
+        sa.UniqueConstraint("name", name=op.f("uq_lists_name")),
+    )
+    op.create_table(
         "orders",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("order_id", sa.String(length=255), nullable=False),
@@ -342,6 +352,25 @@ def upgrade() -> None:
         sa.UniqueConstraint("product_id", name=op.f("uq_products_product_id")),
     )
     op.create_table(
+        "segments",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column(
+            "definition",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column("depends_on_time", sa.Boolean(), nullable=False),
+        sa.Column("member_count", sa.Integer(), nullable=False),
+        sa.Column("created_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("evaluated_at", winback.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_segments")),
+        sa.UniqueConstraint("name", name=op.f("uq_segments_name")),
+    )
+    op.create_table(
         "shopify_webhook_receipts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("webhook_id", sa.String(length=255), nullable=False),
@@ -369,6 +398,20 @@ def upgrade() -> None:
         sa.Column("updated_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_store_settings")),
     )
+    op.create_table(
+        "list_memberships",
+        sa.Column("list_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("added_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("source", sa.String(length=100), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["list_id"], ["lists.id"], name=op.f("fk_list_memberships_list_id_lists"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("list_id", "customer_id", name=op.f("pk_list_memberships")),
+    )
+    with op.batch_alter_table("list_memberships", schema=None) as batch_op:
+        batch_op.create_index("ix_list_memberships_customer_id", ["customer_id"], unique=False)
+
     op.create_table(
         "order_lines",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -410,11 +453,31 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_refunds_customer_id"), ["customer_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_refunds_order_pk"), ["order_pk"], unique=False)
 
+    op.create_table(
+        "segment_memberships",
+        sa.Column("segment_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("entered_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["segment_id"],
+            ["segments.id"],
+            name=op.f("fk_segment_memberships_segment_id_segments"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("segment_id", "customer_id", name=op.f("pk_segment_memberships")),
+    )
+    with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
+        batch_op.create_index("ix_segment_memberships_customer_id", ["customer_id"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
+        batch_op.drop_index("ix_segment_memberships_customer_id")
+
+    op.drop_table("segment_memberships")
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_refunds_order_pk"))
         batch_op.drop_index(batch_op.f("ix_refunds_customer_id"))
@@ -426,11 +489,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_order_lines_customer_id"))
 
     op.drop_table("order_lines")
+    with op.batch_alter_table("list_memberships", schema=None) as batch_op:
+        batch_op.drop_index("ix_list_memberships_customer_id")
+
+    op.drop_table("list_memberships")
     op.drop_table("store_settings")
     with op.batch_alter_table("shopify_webhook_receipts", schema=None) as batch_op:
         batch_op.drop_index("ix_shopify_webhook_receipts_resource")
 
     op.drop_table("shopify_webhook_receipts")
+    op.drop_table("segments")
     op.drop_table("products")
     with op.batch_alter_table("product_variants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_product_variants_product_id"))
@@ -442,6 +510,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_orders_customer_id"))
 
     op.drop_table("orders")
+    op.drop_table("lists")
     op.drop_table("leases")
     with op.batch_alter_table("intent_sessions", schema=None) as batch_op:
         batch_op.drop_index("ix_intent_sessions_status_last_activity_at")
