@@ -1,0 +1,34 @@
+"""Settings: environment over the settings file over defaults; bad values named at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from winback.settings import Settings
+
+
+def test_settings_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file = tmp_path / "winback.toml"
+    settings_file.write_text(
+        'store_name = "Tea Shop"\nstore_timezone = "Europe/Berlin"\nstore_currency = "eur"\n'
+    )
+    monkeypatch.setenv("WINBACK_SETTINGS_FILE", str(settings_file))
+    monkeypatch.setenv("WINBACK_STORE_NAME", "Tea & Co")
+    settings = Settings()
+    profile = settings.store_profile()
+    assert (profile.name, profile.timezone, profile.currency) == ("Tea & Co", "Europe/Berlin", "EUR")
+
+
+def test_missing_settings_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WINBACK_SETTINGS_FILE", str(tmp_path / "nope.toml"))
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        Settings()
+
+
+def test_unknown_timezone_is_refused_with_the_variable_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WINBACK_STORE_TIMEZONE", "Europe/Atlantis")
+    with pytest.raises(ValidationError, match="WINBACK_STORE_TIMEZONE"):
+        Settings()
