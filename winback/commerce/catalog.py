@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from winback.db.engine import insert_or_ignore
+from winback.db.expressions import insert_or_ignore, one_of
 from winback.db.models import Product, ProductCollection, ProductVariant
 from winback.kernel.money import to_amount
 
@@ -120,14 +120,14 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
         return
     existing = {
         row.product_id: row
-        for row in session.scalars(select(Product).where(Product.product_id.in_(list(by_product))))
+        for row in session.scalars(select(Product).where(one_of(Product.product_id, by_product)))
     }
     variant_ids = [i.variant_id for group in by_product.values() for i in group if i.variant_id]
     variants = (
         {
             row.variant_id: row
             for row in session.scalars(
-                select(ProductVariant).where(ProductVariant.variant_id.in_(variant_ids))
+                select(ProductVariant).where(one_of(ProductVariant.variant_id, variant_ids))
             )
         }
         if variant_ids

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Insert, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,12 +61,6 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
-
-
-def insert_or_ignore(dialect_name: str, table: Table, conflict_columns: list[str] | None = None) -> Insert:
-    """INSERT … ON CONFLICT [(columns)] DO NOTHING on SQLite and PostgreSQL."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
 
 
 def is_sqlite(engine: Engine) -> bool:

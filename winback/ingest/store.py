@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, Insert, Table
 
-from winback.db.engine import insert_or_ignore
+from winback.db.expressions import insert_or_ignore
 from winback.db.models import Event
 from winback.ingest.segment import EventRow
 

@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from winback.commerce import catalog
+from winback.db.expressions import one_of
 from winback.db.models import (
     Checkout,
     ConsentRecord,
@@ -175,14 +176,14 @@ class BatchContext:
                 )
         context._load_checkouts(checkout_keys)
         if order_ids:
-            for order in session.scalars(select(Order).where(Order.order_id.in_(list(order_ids)))):
+            for order in session.scalars(select(Order).where(one_of(Order.order_id, order_ids))):
                 context.orders[order.order_id] = order
         customer_ids = [c.id for c in customers]
         for start in range(0, len(customer_ids), 500):
             chunk = customer_ids[start : start + 500]
             query = (
                 select(IntentSession)
-                .where(IntentSession.customer_id.in_(chunk), IntentSession.status == "open")
+                .where(one_of(IntentSession.customer_id, chunk), IntentSession.status == "open")
                 .order_by(IntentSession.last_activity_at)
             )
             for intent in session.scalars(query):
@@ -191,17 +192,18 @@ class BatchContext:
             context._load_bought(buyers, bought_product_ids)
         if bought_product_ids:
             query = select(Product.product_id, Product.collections).where(
-                Product.product_id.in_(list(bought_product_ids))
+                one_of(Product.product_id, bought_product_ids)
             )
             for product_id, collections in session.execute(query):
                 context.product_collections[product_id] = list(collections or [])
         return context
 
     def _load_checkouts(self, keys: set[tuple[str, str]]) -> None:
-        key_list = list(keys)
-        for start in range(0, len(key_list), 500):
-            chunk = key_list[start : start + 500]
-            query = select(Checkout).where(tuple_(Checkout.kind, Checkout.external_id).in_(chunk))
+        by_kind: dict[str, list[str]] = {}
+        for kind, external_id in keys:
+            by_kind.setdefault(kind, []).append(external_id)
+        for kind, external_ids in by_kind.items():
+            query = select(Checkout).where(Checkout.kind == kind, one_of(Checkout.external_id, external_ids))
             for checkout in self.session.scalars(query):
                 self.checkouts[(checkout.kind, checkout.external_id)] = checkout
 
@@ -209,12 +211,12 @@ class BatchContext:
         ids = list(customer_ids)
         for row in self.session.scalars(
             select(CustomerProduct).where(
-                CustomerProduct.customer_id.in_(ids), CustomerProduct.product_id.in_(list(product_ids))
+                one_of(CustomerProduct.customer_id, ids), one_of(CustomerProduct.product_id, product_ids)
             )
         ):
             self.bought_products[(row.customer_id, row.product_id)] = row
         for row in self.session.scalars(
-            select(CustomerCollection).where(CustomerCollection.customer_id.in_(ids))
+            select(CustomerCollection).where(one_of(CustomerCollection.customer_id, ids))
         ):
             self.bought_collections[(row.customer_id, row.collection)] = row
 

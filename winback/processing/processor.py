@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, inspect, select, text, tuple_, update
+from sqlalchemy import Row, bindparam, inspect, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from winback import store
 from winback.db.engine import transaction
+from winback.db.expressions import one_of
 from winback.db.models import Base, Checkout, Customer, CustomerIdentity, IntentSession, Product
 from winback.ingest.store import EVENTS
 from winback.processing import effects, merge
@@ -201,13 +202,14 @@ class BatchProcessor:
             if prepared.row.customer_id is not None:
                 derived_ids.add(prepared.row.customer_id)
         owner_ids: dict[identity.Key, int] = {}
-        wanted_list = list(wanted)
-        for start in range(0, len(wanted_list), 500):
-            chunk = wanted_list[start : start + 500]
-            query = select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
-                tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(chunk)
+        by_kind: dict[str, list[str]] = {}
+        for kind, value in wanted:
+            by_kind.setdefault(kind, []).append(value)
+        for kind, values in by_kind.items():
+            query = select(CustomerIdentity.value, CustomerIdentity.customer_id).where(
+                CustomerIdentity.kind == kind, one_of(CustomerIdentity.value, values)
             )
-            for kind, value, customer_id in self.session.execute(query):
+            for value, customer_id in self.session.execute(query):
                 owner_ids[(kind, value)] = customer_id
         self._load_customers(set(owner_ids.values()) | derived_ids)
         for key, customer_id in owner_ids.items():
@@ -219,7 +221,7 @@ class BatchProcessor:
         """Load profiles by id, following merge tombstones to their survivors."""
         pending = ids - set(self.customers_by_id)
         while pending:
-            rows = list(self.session.scalars(select(Customer).where(Customer.id.in_(list(pending)))))
+            rows = list(self.session.scalars(select(Customer).where(one_of(Customer.id, pending))))
             next_ids: set[int] = set()
             for customer in rows:
                 self.customers_by_id[customer.id] = customer
