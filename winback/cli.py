@@ -50,7 +50,8 @@ def configure(
         datefmt="[%X]",
         handlers=[RichHandler(console=console, show_path=False)],
     )
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    for chatty in ("alembic", "httpx", "httpcore"):  # a line per migration step / HTTP request
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def _runtime() -> Runtime:
