@@ -1,0 +1,1 @@
+"""Flows: trigger → condition → delay → action journeys, their engine, library and back-tests."""
