@@ -28,7 +28,8 @@ ABANDONED_CART: dict[str, Any] = {
          "action": {"type": "send_sms", "body": "Still thinking it over? $5 off: {{ checkout.recovery_url }}"}},
         {"id": "ordered", "type": "wait_for_event", "event": "Order Completed",
          "timeout": {"amount": 24, "unit": "hours"}, "on_event": "thanks", "on_timeout": "reminder"},
-        {"id": "thanks", "type": "action", "action": {"type": "send_sms", "body": "Thank you!"}},
+        {"id": "thanks", "type": "action", "ignore_exit_conditions": True,
+         "action": {"type": "send_sms", "body": "Thank you!"}},
         {"id": "reminder", "type": "action", "action": {"type": "send_sms", "body": "Last chance: {{ checkout.recovery_url }}"}},
     ],
 }  # fmt: skip

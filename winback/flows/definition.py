@@ -319,9 +319,13 @@ class HoldoutNode(NodeBase):
 
 
 class ActionNode(NodeBase):
+    """Do something. Exit conditions are checked first, unless this action is the reason for
+    them (a thank-you for the order that would otherwise end the run)."""
+
     type: Literal["action"]
     action: Action
     next: str | None = None  # None: the run completes after the action
+    ignore_exit_conditions: bool = False
 
 
 class ExitNode(NodeBase):
