@@ -462,3 +462,99 @@ class ListMembership(Base):
     source: Mapped[str] = mapped_column(String(100))  # api | csv:<file> | flow:<id>
 
     __table_args__ = (Index("ix_list_memberships_customer_id", "customer_id"),)
+
+
+# --- flows --------------------------------------------------------------------------------------
+
+
+class Flow(Base):
+    """A flow; its definition lives in versions so runs stay pinned to the one they entered."""
+
+    __tablename__ = "flows"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft | live | paused
+    current_version_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FlowVersion(Base):
+    __tablename__ = "flow_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    flow_id: Mapped[int] = mapped_column(BigId, ForeignKey("flows.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("flow_id", "version"),)
+
+
+class FlowRun(Base):
+    """One customer's journey through one flow version.
+
+    `wake_at` is the current node's own timer (a delay's end, a wait's timeout); `due_at` is when a
+    worker should look at the run next — the timer, or sooner when an event may concern it. At
+    most one active run per flow and customer (and per checkout for cart flows): `active_key` is
+    set while the run is active or waiting and unique.
+    """
+
+    __tablename__ = "flow_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    flow_id: Mapped[int] = mapped_column(BigId, ForeignKey("flows.id", ondelete="CASCADE"))
+    flow_version_id: Mapped[int] = mapped_column(BigId, ForeignKey("flow_versions.id"))
+    customer_id: Mapped[int] = mapped_column(BigId)
+    status: Mapped[str] = mapped_column(String(16))  # active | waiting | completed | exited
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    node_entered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    wake_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exit_reason: Mapped[str | None] = mapped_column(String(200))
+    trigger: Mapped[dict[str, Any]] = mapped_column(Json)  # snapshot of the triggering event
+    checkout_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    active_key: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index(
+            "ix_flow_runs_due",
+            "due_at",
+            sqlite_where=text("due_at IS NOT NULL"),
+            postgresql_where=text("due_at IS NOT NULL"),
+        ),
+        Index("ix_flow_runs_customer_id_status", "customer_id", "status"),
+        Index("ix_flow_runs_flow_id_node_id_status", "flow_id", "node_id", "status"),
+    )
+
+
+class OutboxEntry(Base):
+    """A command a flow run issued, once per idempotency key `"{run_id}:{node_id}"`.
+
+    Messages and external calls wait here as `pending` for the sending pipeline; actions applied
+    inside winback (tags, lists, properties, goals) are recorded as `applied`.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    run_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    flow_id: Mapped[int | None] = mapped_column(BigId)
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # send_sms | send_email | add_tag | webhook | …
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    status: Mapped[str] = mapped_column(String(16))  # pending | applied | sent | failed | skipped
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_outbox_status_created_at", "status", "created_at"),)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ee8dee31ae28
+Revision ID: 3f2f20b2e4b2
 Revises:
-Create Date: 2026-11-23 13:34:44.089674
+Create Date: 2026-11-23 13:43:38.490922
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 import winback.db.types
 
-revision = "ee8dee31ae28"
+revision = "3f2f20b2e4b2"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -225,6 +225,18 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "flows",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("current_version_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("created_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_flows")),
+        sa.UniqueConstraint("name", name=op.f("uq_flows_name")),
+    )
+    op.create_table(
         "intent_sessions",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -301,6 +313,31 @@ def upgrade() -> None:
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_orders_customer_id"), ["customer_id"], unique=False)
         batch_op.create_index("ix_orders_placed_at", ["placed_at"], unique=False)
+
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=False),
+        sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("flow_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("node_id", sa.String(length=64), nullable=True),
+        sa.Column("customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column(
+            "payload",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_outbox_idempotency_key")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbox_customer_id"), ["customer_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_outbox_run_id"), ["run_id"], unique=False)
+        batch_op.create_index("ix_outbox_status_created_at", ["status", "created_at"], unique=False)
 
     op.create_table(
         "product_collections",
@@ -399,6 +436,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_store_settings")),
     )
     op.create_table(
+        "flow_versions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("flow_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column(
+            "definition",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["flow_id"], ["flows.id"], name=op.f("fk_flow_versions_flow_id_flows"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_flow_versions")),
+        sa.UniqueConstraint("flow_id", "version", name=op.f("uq_flow_versions_flow_id_version")),
+    )
+    with op.batch_alter_table("flow_versions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_flow_versions_flow_id"), ["flow_id"], unique=False)
+
+    op.create_table(
         "list_memberships",
         sa.Column("list_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -469,11 +526,72 @@ def upgrade() -> None:
     with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
         batch_op.create_index("ix_segment_memberships_customer_id", ["customer_id"], unique=False)
 
+    op.create_table(
+        "flow_runs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("flow_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("flow_version_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("node_id", sa.String(length=64), nullable=True),
+        sa.Column("node_entered_at", winback.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("wake_at", winback.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("due_at", winback.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("entered_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", winback.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("exit_reason", sa.String(length=200), nullable=True),
+        sa.Column(
+            "trigger",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("checkout_id", sa.String(length=255), nullable=True),
+        sa.Column("active_key", sa.String(length=255), nullable=True),
+        sa.Column(
+            "history",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("updated_at", winback.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["flow_id"], ["flows.id"], name=op.f("fk_flow_runs_flow_id_flows"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["flow_version_id"], ["flow_versions.id"], name=op.f("fk_flow_runs_flow_version_id_flow_versions")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_flow_runs")),
+        sa.UniqueConstraint("active_key", name=op.f("uq_flow_runs_active_key")),
+    )
+    with op.batch_alter_table("flow_runs", schema=None) as batch_op:
+        batch_op.create_index("ix_flow_runs_customer_id_status", ["customer_id", "status"], unique=False)
+        batch_op.create_index(
+            "ix_flow_runs_due",
+            ["due_at"],
+            unique=False,
+            sqlite_where=sa.text("due_at IS NOT NULL"),
+            postgresql_where=sa.text("due_at IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "ix_flow_runs_flow_id_node_id_status", ["flow_id", "node_id", "status"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("flow_runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_flow_runs_flow_id_node_id_status")
+        batch_op.drop_index(
+            "ix_flow_runs_due",
+            sqlite_where=sa.text("due_at IS NOT NULL"),
+            postgresql_where=sa.text("due_at IS NOT NULL"),
+        )
+        batch_op.drop_index("ix_flow_runs_customer_id_status")
+
+    op.drop_table("flow_runs")
     with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
         batch_op.drop_index("ix_segment_memberships_customer_id")
 
@@ -493,6 +611,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_list_memberships_customer_id")
 
     op.drop_table("list_memberships")
+    with op.batch_alter_table("flow_versions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_flow_versions_flow_id"))
+
+    op.drop_table("flow_versions")
     op.drop_table("store_settings")
     with op.batch_alter_table("shopify_webhook_receipts", schema=None) as batch_op:
         batch_op.drop_index("ix_shopify_webhook_receipts_resource")
@@ -505,6 +627,12 @@ def downgrade() -> None:
 
     op.drop_table("product_variants")
     op.drop_table("product_collections")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_status_created_at")
+        batch_op.drop_index(batch_op.f("ix_outbox_run_id"))
+        batch_op.drop_index(batch_op.f("ix_outbox_customer_id"))
+
+    op.drop_table("outbox")
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.drop_index("ix_orders_placed_at")
         batch_op.drop_index(batch_op.f("ix_orders_customer_id"))
@@ -517,6 +645,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_intent_sessions_customer_id"))
 
     op.drop_table("intent_sessions")
+    op.drop_table("flows")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_events_unprocessed",
