@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         default=60 * 60, description="seconds after a search with no cart add/order"
     )
 
+    # Segments whose rules change with time alone ("not ordered for 90 days") are re-evaluated
+    # once this long has passed since their last evaluation.
+    segment_recheck_s: float = Field(
+        default=60 * 60, gt=0, description="seconds between re-checks of time-based segments"
+    )
+
     # Worker loops.
     worker_poll_s: float = 0.5
     worker_lease_s: float = 30.0
