@@ -23,6 +23,7 @@ from winback.db.models import (
     Refund,
 )
 from winback.processing.aggregates import combine_profiles
+from winback.segments import membership
 
 MOVED_TABLES = (Event, Order, OrderLine, Refund, Checkout, ConsentRecord, CustomerIdentity, IntentSession)
 
@@ -37,6 +38,7 @@ def merge_into(session: Session, absorbed: Customer, survivor: Customer, now: da
         )
     _merge_bought(session, CustomerProduct, CustomerProduct.product_id, absorbed.id, survivor.id)
     _merge_bought(session, CustomerCollection, CustomerCollection.collection, absorbed.id, survivor.id)
+    membership.move_list_memberships(session, absorbed.id, survivor.id)
     session.execute(
         update(Customer).where(Customer.merged_into_id == absorbed.id).values(merged_into_id=survivor.id),
         execution_options={"synchronize_session": False},

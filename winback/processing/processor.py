@@ -32,6 +32,7 @@ from winback.ingest.store import EVENTS
 from winback.processing import effects, merge
 from winback.profiles import contact, identity, traits
 from winback.runtime import Runtime
+from winback.segments import membership
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ class BatchProcessor:
         self._uniform_updates()
         context.flush()
         self._mark_processed()
+        self._refresh_segments()
 
     def _uniform_updates(self) -> None:
         """Write every loaded column of each changed row, so a table's UPDATEs in this batch share
@@ -309,6 +311,12 @@ class BatchProcessor:
                 merge.merge_into(self.session, absorbed, self.book.final(survivor), self.now)
 
     # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _refresh_segments(self) -> None:
+        """Re-check segment membership for every profile the batch touched (absorbed ones leave)."""
+        touched = {prepared.customer.id for prepared in self.events if prepared.customer is not None}
+        touched.update(absorbed.id for absorbed, _survivor in self.merges if absorbed.id is not None)
+        membership.refresh_customers(self.session, touched, self.now, self.profile.timezone)
 
     def _mark_processed(self) -> None:
         """Stamp the batch's events as applied (and with their customer) in one statement."""

@@ -1,4 +1,5 @@
-"""The worker loop: apply pending events, then close abandoned carts, checkouts and sessions.
+"""The worker loop: apply pending events, close abandoned carts, checkouts and sessions, and
+re-check segments that change with time alone.
 
 Each pass runs its components one after the other. Singleton work (applying events in order, the
 abandonment sweep) is guarded by a named lease, so any number of workers can run side by side and
@@ -31,8 +32,10 @@ T = TypeVar("T")
 
 PROCESSOR_LEASE = "event-processor"
 SWEEPER_LEASE = "abandonment-sweeper"
+SEGMENT_RECHECK_LEASE = "segment-recheck"
 MAX_BATCHES_PER_PASS = 20  # full event batches applied before a pass moves on to the sweep
 SWEEP_INTERVAL = 5.0  # seconds between abandonment sweeps (windows are minutes to hours long)
+SEGMENT_RECHECK_POLL = 60.0  # seconds between looks for due time-based segments (at most)
 STOP_TIMEOUT = 5.0  # seconds BackgroundWorker.stop waits for the loop to finish its pass
 RENEW_FRACTION = 0.5  # a held lease is renewed once less than this share of its ttl remains
 
@@ -48,15 +51,18 @@ class PassReport:
 
     events_applied: int = 0
     sweep: abandonment.SweepResult | None = None
+    segments_rechecked: int = 0
 
     @property
     def total(self) -> int:
-        return self.events_applied + (self.sweep.total if self.sweep else 0)
+        return self.events_applied + (self.sweep.total if self.sweep else 0) + self.segments_rechecked
 
     def describe(self) -> str:
         parts = [f"applied {self.events_applied} events"]
         if self.sweep is not None and self.sweep.total:
             parts.append(self.sweep.describe())
+        if self.segments_rechecked:
+            parts.append(f"re-checked {self.segments_rechecked} time-based segments")
         return "; ".join(parts)
 
 
@@ -68,6 +74,7 @@ class Worker:
         self.holder = holder or default_holder()
         self._lease_expiry: dict[str, datetime] = {}  # leases this worker believes it holds
         self._next_sweep_at: datetime | None = None
+        self._next_segment_recheck_at: datetime | None = None
 
     def run_once(self) -> int:
         """One pass; returns how much work it did (events applied plus rows closed)."""
@@ -76,7 +83,8 @@ class Worker:
     def run_pass(self) -> PassReport:
         events_applied = self._contained("event processing", self._process_events, default=0)
         sweep = self._contained("abandonment sweep", self._sweep, default=None)
-        return PassReport(events_applied=events_applied, sweep=sweep)
+        rechecked = self._contained("segment re-check", self._recheck_segments, default=0)
+        return PassReport(events_applied=events_applied, sweep=sweep, segments_rechecked=rechecked)
 
     def release_leases(self) -> None:
         """Give up every lease this worker holds, so another worker can take over at once."""
@@ -131,6 +139,19 @@ class Worker:
         if result.total:
             self._next_sweep_at = now  # it may have left more due rows: sweep again next pass
         return result
+
+    def _recheck_segments(self) -> int:
+        from winback.segments import membership  # lazy, like the processor
+
+        now = self.runtime.clock.now()
+        if self._next_segment_recheck_at is not None and now < self._next_segment_recheck_at:
+            return 0
+        if not self.holds(SEGMENT_RECHECK_LEASE):
+            return 0
+        # Set before the re-check, so one that keeps failing is retried once per interval.
+        interval = min(SEGMENT_RECHECK_POLL, self.runtime.settings.segment_recheck_s)
+        self._next_segment_recheck_at = now + timedelta(seconds=interval)
+        return membership.recheck_time_based(self.runtime)
 
     def _contained(self, what: str, component: Callable[[], T], *, default: T) -> T:
         try:
