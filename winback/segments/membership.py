@@ -280,14 +280,17 @@ def refresh_customers(
     session: Session, customer_ids: Iterable[int], now: datetime, timezone: str
 ) -> list[MembershipChange]:
     """Re-check every active segment for `customer_ids` with the in-memory evaluator and store
-    (and announce) the changes. Cheap when there are no active segments: one small query."""
+    (and announce) the changes. Cheap when there are no active segments: one small query (and on
+    PostgreSQL an advisory lock)."""
     ids = sorted(set(customer_ids))
     if not ids:
         return []
+    # Locked before the segments are read: a segment saved concurrently is then either seen here
+    # or was evaluated in full after this transaction's changes were committed.
+    lock_memberships(session)
     segments = live_segments(session)
     if not segments:
         return []
-    lock_memberships(session)
     ctx = evaluator.EvalContext(now=now, timezone=timezone)
     needs = evaluator.FactNeeds()
     for segment in segments:
