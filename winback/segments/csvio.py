@@ -213,7 +213,7 @@ class ImportReport:
             },
             "problems": [
                 {"line": p.line, "column": p.column, "value": p.value, "reason": p.reason}
-                for p in self.problems
+                for p in sorted(self.problems, key=lambda problem: problem.line)
             ],
         }
 
