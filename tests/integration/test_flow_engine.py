@@ -1,0 +1,173 @@
+"""Flow runs as rows: enrolment, stepping on the virtual clock, the outbox, errors and versions."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tests.unit.test_flow_definition import ABANDONED_CART
+from winback.db.engine import transaction
+from winback.db.models import Customer, Event, FlowRun, OutboxEntry
+from winback.flows import engine as flow_engine
+from winback.flows import service
+from winback.kernel.clock import VirtualClock
+from winback.runtime import Runtime
+
+
+def _customer(runtime: Runtime, **fields: Any) -> int:
+    now = runtime.clock.now()
+    with transaction(runtime.engine) as session:
+        customer = Customer(
+            tags=[], properties={}, orders_count=fields.pop("orders_count", 1),
+            total_spent=fields.pop("total_spent", Decimal("40.00")), total_refunded=Decimal("0"),
+            first_seen_at=now, last_seen_at=now, created_at=now, updated_at=now, **fields,
+        )  # fmt: skip
+        session.add(customer)
+        session.flush()
+        return customer.id
+
+
+def _live_flow(runtime: Runtime, flow: dict[str, Any], name: str = "abandoned cart") -> int:
+    with transaction(runtime.engine) as session:
+        created = service.create_flow(session, name=name, definition=flow, now=runtime.clock.now())
+        service.set_status(session, created.id, "live", runtime.clock.now())
+        return created.id
+
+
+def _abandon(runtime: Runtime, customer_id: int, checkout_id: str = "k1") -> int:
+    event = flow_engine.AppliedEvent(
+        customer_id=customer_id, event="Checkout Abandoned", type="track",
+        properties={"checkout_id": checkout_id, "value": 120}, traits={},
+        timestamp=runtime.clock.now(), message_id=f"derived:checkout_abandoned:{checkout_id}",
+    )  # fmt: skip
+    with transaction(runtime.engine) as session:
+        return flow_engine.enrol_for_events(session, [event], runtime.clock.now(), "UTC")
+
+
+def _order(runtime: Runtime, customer_id: int) -> None:
+    now = runtime.clock.now()
+    with transaction(runtime.engine) as session:
+        session.add(Event(message_id=f"order-{now.isoformat()}", source="segment", type="track", event="Order Completed",
+                          customer_id=customer_id, properties={"order_id": "o1"}, traits={}, context={},
+                          timestamp=now, received_at=now, processed_at=now))  # fmt: skip
+        flow_engine.wake_for_events(session, [customer_id], now)
+
+
+def _outbox(engine: sa.Engine) -> list[tuple[str, str, str]]:
+    with Session(engine) as session:
+        rows = session.execute(
+            sa.select(OutboxEntry.idempotency_key, OutboxEntry.kind, OutboxEntry.status).order_by(
+                OutboxEntry.id
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
+def _run(engine: sa.Engine) -> FlowRun:
+    with Session(engine) as session:
+        return session.scalars(sa.select(FlowRun).order_by(FlowRun.id)).first()
+
+
+def test_casual_shopper_journey_with_an_order_between_reminders(
+    runtime: Runtime, clock: VirtualClock
+) -> None:
+    customer_id = _customer(runtime)
+    _live_flow(runtime, ABANDONED_CART)
+    # when the checkout is abandoned, one run starts; a second trigger for the same checkout starts none
+    assert _abandon(runtime, customer_id) == 1
+    assert _abandon(runtime, customer_id) == 0
+    assert flow_engine.step_due_runs(runtime) == 1
+    run = _run(runtime.engine)
+    assert (run.status, run.node_id, run.wake_at) == (
+        "waiting",
+        "wait-casual",
+        clock.now() + timedelta(hours=1),
+    )
+    # nothing is due before the hour is up
+    clock.advance(timedelta(minutes=59))
+    assert flow_engine.step_due_runs(runtime) == 0
+    clock.advance(timedelta(minutes=1))
+    assert flow_engine.step_due_runs(runtime) == 1
+    assert _outbox(runtime.engine) == [(f"{run.id}:sms", "send_sms", "pending")]
+    # an order two hours later resumes the run waiting for it: a thank-you, no reminder
+    clock.advance(timedelta(hours=2))
+    _order(runtime, customer_id)
+    assert flow_engine.step_due_runs(runtime) == 1
+    assert _outbox(runtime.engine)[-1] == (f"{run.id}:thanks", "send_sms", "pending")
+    finished = _run(runtime.engine)
+    assert (finished.status, finished.exit_reason, finished.active_key) == ("completed", "completed", None)
+    assert [(h["node_id"], h["outcome"]) for h in finished.history] == [
+        ("high-value", "entered"), ("high-value", "no"), ("wait-casual", "entered"), ("wait-casual", "passed"),
+        ("sms", "entered"), ("sms", "passed"), ("ordered", "entered"), ("ordered", "event"),
+        ("thanks", "entered"), ("thanks", "passed"),
+    ]  # fmt: skip
+
+
+def test_high_value_customer_who_orders_before_the_first_message_gets_nothing(
+    runtime: Runtime, clock: VirtualClock
+) -> None:
+    customer_id = _customer(runtime, orders_count=6, total_spent=Decimal("800.00"))
+    _live_flow(runtime, ABANDONED_CART)
+    _abandon(runtime, customer_id)
+    flow_engine.step_due_runs(runtime)
+    assert _run(runtime.engine).node_id == "wait-vip"
+    clock.advance(timedelta(minutes=10))
+    _order(runtime, customer_id)
+    assert flow_engine.step_due_runs(runtime) == 1
+    run = _run(runtime.engine)
+    assert (run.status, run.exit_reason) == ("exited", "Order Completed since entry")
+    assert _outbox(runtime.engine) == []
+
+
+def test_a_failing_run_records_its_error_and_is_retried_later(runtime: Runtime, clock: VirtualClock) -> None:
+    flow = {"trigger": {"type": "event", "event": "Checkout Abandoned"}, "start": "join",
+            "nodes": [{"id": "join", "type": "action", "action": {"type": "add_to_list", "list_id": 999}}]}  # fmt: skip
+    customer_id = _customer(runtime)
+    _live_flow(runtime, flow, name="broken")
+    _live_flow(runtime, ABANDONED_CART)
+    _abandon(runtime, customer_id)
+    assert flow_engine.step_due_runs(runtime) == 2
+    with Session(runtime.engine) as session:
+        broken, healthy = session.scalars(sa.select(FlowRun).order_by(FlowRun.flow_id)).all()
+        assert (broken.attempts, broken.last_error, broken.due_at) == (
+            1, "LookupError: list 999 does not exist", clock.now() + timedelta(seconds=60),
+        )  # fmt: skip
+        assert healthy.status == "waiting"
+
+
+def test_runs_stay_on_the_version_they_entered(runtime: Runtime, clock: VirtualClock) -> None:
+    customer_id = _customer(runtime)
+    flow_id = _live_flow(runtime, ABANDONED_CART)
+    _abandon(runtime, customer_id, "k1")
+    flow_engine.step_due_runs(runtime)
+    edited = copy.deepcopy(ABANDONED_CART)
+    edited["nodes"][3]["duration"] = {"amount": 3, "unit": "hours"}  # casual wait: 1 h → 3 h
+    with transaction(runtime.engine) as session:
+        assert service.update_definition(session, flow_id, edited, clock.now()).version == 2
+    _abandon(runtime, customer_id, "k2")
+    flow_engine.step_due_runs(runtime)
+    with Session(runtime.engine) as session:
+        first, second = session.scalars(sa.select(FlowRun).order_by(FlowRun.id)).all()
+        assert first.wake_at == clock.now() + timedelta(hours=1)
+        assert second.wake_at == clock.now() + timedelta(hours=3)
+        assert first.flow_version_id != second.flow_version_id
+
+
+def test_an_invalid_flow_is_refused_with_every_problem() -> None:
+    from winback.flows import definition
+    from winback.kernel.errors import InvalidInput
+
+    broken = copy.deepcopy(ABANDONED_CART)
+    broken["nodes"][1]["next"] = "nowhere"
+    with pytest.raises(InvalidInput) as caught:
+        definition.parse_flow(broken)
+    assert {
+        "node_id": "wait-vip",
+        "message": "leads to 'nowhere', which is not a node",
+    } in caught.value.details["problems"]

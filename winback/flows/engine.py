@@ -1,0 +1,495 @@
+"""Running flows: enrolling customers when triggers fire, and stepping runs that fall due.
+
+Runs are rows (`flow_runs`). A worker claims due runs in one transaction — `FOR UPDATE SKIP
+LOCKED` on PostgreSQL, the single-writer `BEGIN IMMEDIATE` path on SQLite — so the row locks are
+its lease: a worker that dies mid-way rolls back and the runs are claimed again. Each run is
+stepped by the pure `stepping.step`, inside its own savepoint, so one failing run records its
+error and is retried later without disturbing the others. Commands land in `outbox` keyed
+`"{run_id}:{node_id}"` (at most once); actions inside winback (tags, lists, properties, goals)
+are applied in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, select, update
+from sqlalchemy.orm import Session
+
+from winback import store
+from winback.db.engine import transaction
+from winback.db.expressions import insert_or_ignore, one_of
+from winback.db.models import (
+    Checkout,
+    Customer,
+    CustomerList,
+    Event,
+    Flow,
+    FlowRun,
+    FlowVersion,
+    ListMembership,
+    OutboxEntry,
+)
+from winback.flows import definition as d
+from winback.flows import stepping
+from winback.ingest import store as event_store
+from winback.ingest.segment import EventRow
+from winback.runtime import Runtime
+from winback.segments import evaluator, facts
+
+log = logging.getLogger(__name__)
+
+STEP_BATCH = 200  # runs stepped per transaction
+RETRY_BASE = 60.0  # seconds before a failed run is tried again; doubles per attempt
+RETRY_MAX = 6 * 3600.0  # seconds
+ACTIVE = ("active", "waiting")
+# Actions carried out by the sending pipeline (messages and calls to other services).
+OUTBOUND = frozenset(
+    {"send_sms", "send_mms", "send_email", "send_push", "notify_slack", "webhook", "meta_audience_add",
+     "meta_audience_remove", "create_discount"}
+)  # fmt: skip
+
+_plans: dict[bytes, stepping.Plan] = {}  # definition digest → plan (parsing is the costly part)
+
+
+def plan_of(session: Session, version_id: int) -> stepping.Plan:
+    """The parsed plan of a flow version (versions never change once written)."""
+    version = session.get(FlowVersion, version_id)  # the session's identity map: one query per batch
+    if version is None:
+        raise LookupError(f"flow version {version_id} does not exist")
+    digest = hashlib.blake2b(
+        orjson.dumps(version.definition, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).digest()
+    plan = _plans.get(digest)
+    if plan is None:
+        if len(_plans) > 1_000:
+            _plans.clear()
+        plan = stepping.Plan(d.parse_flow(version.definition))
+        _plans[digest] = plan
+    return plan
+
+
+# --- enrolment ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """An event the processor has just applied, as trigger matching sees it."""
+
+    customer_id: int
+    event: str | None  # track name; None for identify/page/…
+    type: str
+    properties: dict[str, Any]
+    traits: dict[str, Any]
+    timestamp: datetime
+    message_id: str
+
+
+def trigger_matches(trigger: Any, applied: AppliedEvent) -> bool:
+    """Whether an applied event fires a (non-scheduled) trigger. Pure."""
+    if isinstance(trigger, d.EventTrigger):
+        return applied.event == trigger.event and all(
+            evaluator.json_test(applied.properties.get(f.property), f.op, f.value) for f in trigger.where
+        )
+    if isinstance(trigger, d.SegmentTrigger):
+        name = "Segment Entered" if trigger.type == "segment_entered" else "Segment Exited"
+        return applied.event == name and applied.properties.get("segment_id") == trigger.segment_id
+    if isinstance(trigger, d.ListTrigger):
+        return applied.event == "List Joined" and applied.properties.get("list_id") == trigger.list_id
+    if isinstance(trigger, d.PropertyChangedTrigger):
+        return applied.type == "identify" and trigger.property in applied.traits
+    return False  # date and schedule triggers enrol from the scheduler, not from events
+
+
+def active_key(flow_id: int, customer_id: int, checkout_id: str | None) -> str:
+    return f"{flow_id}:{customer_id}" + (f":{checkout_id}" if checkout_id else "")
+
+
+def reentry_allows(policy: d.ReentryPolicy, last_entered_at: datetime | None, now: datetime) -> bool:
+    """Pure: may a customer whose last run of this flow began at `last_entered_at` enter again?"""
+    if last_entered_at is None or policy.mode == "every_time":
+        return True
+    if policy.mode == "once":
+        return False
+    assert policy.days is not None
+    return now - last_entered_at >= timedelta(days=policy.days)
+
+
+def enrol_for_events(session: Session, applied: Sequence[AppliedEvent], now: datetime, timezone: str) -> int:
+    """Start runs of live flows whose trigger these events fire; returns how many started."""
+    if not applied:
+        return 0
+    live = _live_flows(session)
+    candidates: list[tuple[Flow, int, stepping.Plan, AppliedEvent]] = []
+    for flow, version_id in live:
+        plan = plan_of(session, version_id)
+        candidates.extend(
+            (flow, version_id, plan, event) for event in applied if trigger_matches(plan.flow.trigger, event)
+        )
+    if not candidates:
+        return 0
+    allowed = _entry_filter(session, candidates, now, timezone)
+    last_entries = _last_entries(session, {(flow.id, event.customer_id) for flow, _, _, event in allowed})
+    started = 0
+    rows: list[dict[str, Any]] = []
+    for flow, version_id, plan, event in allowed:
+        if not reentry_allows(plan.flow.entry.reentry, last_entries.get((flow.id, event.customer_id)), now):
+            continue
+        checkout_id = None
+        if plan.flow.entry.one_run_per == "checkout":
+            checkout_id = (
+                str(event.properties.get("checkout_id") or event.properties.get("cart_id") or "") or None
+            )
+        rows.append(
+            {
+                "flow_id": flow.id,
+                "flow_version_id": version_id,
+                "customer_id": event.customer_id,
+                "status": "active",
+                "node_id": None,
+                "due_at": now,
+                "entered_at": now,
+                "trigger": {
+                    "event": event.event or event.type,
+                    "message_id": event.message_id,
+                    "timestamp": event.timestamp.isoformat(),
+                    "properties": event.properties,
+                },
+                "checkout_id": checkout_id,
+                "active_key": active_key(flow.id, event.customer_id, checkout_id),
+                "history": [],
+                "attempts": 0,
+                "updated_at": now,
+            }
+        )
+        last_entries[(flow.id, event.customer_id)] = now  # two triggers in one batch start one run
+    runs: Table = FlowRun.__table__  # type: ignore[assignment]
+    for row in rows:
+        # The unique active_key refuses a second active run for the same flow and customer/checkout.
+        statement = insert_or_ignore(session.get_bind().dialect.name, runs, ["active_key"]).returning(
+            runs.c.id
+        )
+        if session.execute(statement, row).first() is not None:
+            started += 1
+    return started
+
+
+def _live_flows(session: Session) -> list[tuple[Flow, int]]:
+    flows = session.scalars(select(Flow).where(Flow.status == "live", Flow.current_version_id.is_not(None)))
+    return [(flow, flow.current_version_id) for flow in flows if flow.current_version_id is not None]
+
+
+def _entry_filter(
+    session: Session,
+    candidates: list[tuple[Flow, int, stepping.Plan, AppliedEvent]],
+    now: datetime,
+    timezone: str,
+) -> list[tuple[Flow, int, stepping.Plan, AppliedEvent]]:
+    context = evaluator.EvalContext(now=now, timezone=timezone)
+    filtered = [c for c in candidates if c[2].flow.entry.filter is not None]
+    if not filtered:
+        return candidates
+    needs = evaluator.FactNeeds()
+    for _, _, plan, _ in filtered:
+        needs = needs.merge(evaluator.needs(plan.flow.entry.filter, context))
+    known = facts.load_facts(session, {event.customer_id for _, _, _, event in filtered}, needs, context)
+    kept = []
+    for candidate in candidates:
+        entry_filter = candidate[2].flow.entry.filter
+        customer_facts = known.get(candidate[3].customer_id)
+        if entry_filter is None or (
+            customer_facts is not None and evaluator.evaluate(entry_filter, customer_facts, context)
+        ):
+            kept.append(candidate)
+    return kept
+
+
+def _last_entries(session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], datetime]:
+    if not pairs:
+        return {}
+    found: dict[tuple[int, int], datetime] = {}
+    customer_ids = {customer for _, customer in pairs}
+    query = select(FlowRun.flow_id, FlowRun.customer_id, FlowRun.entered_at).where(
+        one_of(FlowRun.customer_id, customer_ids), one_of(FlowRun.flow_id, {flow for flow, _ in pairs})
+    )
+    for flow_id, customer_id, entered_at in session.execute(query):
+        key = (flow_id, customer_id)
+        if key in pairs and (key not in found or entered_at > found[key]):
+            found[key] = entered_at
+    return found
+
+
+def wake_for_events(session: Session, customer_ids: Iterable[int], now: datetime) -> None:
+    """Waiting runs of these customers are looked at now: an order may end them, an awaited event
+    may resume them. Their own timers (`wake_at`) are untouched."""
+    ids = list(set(customer_ids))
+    if not ids:
+        return
+    session.execute(
+        update(FlowRun)
+        .where(one_of(FlowRun.customer_id, ids), FlowRun.status == "waiting")
+        .where((FlowRun.due_at.is_(None)) | (FlowRun.due_at > now))
+        .values(due_at=now),
+        execution_options={"synchronize_session": False},
+    )
+
+
+# --- stepping due runs --------------------------------------------------------------------------
+
+
+def step_due_runs(runtime: Runtime, limit: int = STEP_BATCH) -> int:
+    """Claim up to `limit` due runs, step each, apply its commands; returns runs stepped."""
+    now = runtime.clock.now()
+    with transaction(runtime.engine) as session:
+        query = (
+            select(FlowRun)
+            .where(FlowRun.due_at <= now, FlowRun.status.in_(ACTIVE))
+            .order_by(FlowRun.due_at, FlowRun.id)
+            .limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        runs = list(session.scalars(query))
+        if not runs:
+            return 0
+        timezone = store.profile_in(session, runtime.settings).timezone
+        contexts = _contexts(session, runs, now, timezone)
+        for run in runs:
+            try:
+                with session.begin_nested():
+                    _step_one(session, run, contexts[run.id], now)
+            except Exception as exc:  # contained: one broken run never stops the others
+                log.exception("flow run %s failed at node %s", run.id, run.node_id)
+                _record_failure(session, run, exc, now)
+        return len(runs)
+
+
+def _record_failure(session: Session, run: FlowRun, exc: Exception, now: datetime) -> None:
+    attempts = (run.attempts or 0) + 1
+    delay = min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX)
+    session.execute(
+        update(FlowRun)
+        .where(FlowRun.id == run.id)
+        .values(
+            attempts=attempts,
+            last_error=f"{type(exc).__name__}: {exc}"[:2000],
+            due_at=now + timedelta(seconds=delay),
+            updated_at=now,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def _step_one(session: Session, run: FlowRun, context: stepping.StepContext, now: datetime) -> None:
+    plan = plan_of(session, run.flow_version_id)
+    state = _state_of(run)
+    stimulus = _stimulus(plan, state, context)
+    result = stepping.step(plan, state, stimulus, context, now)
+    for command in result.commands:
+        _apply(session, run, command, context, now)
+    _store_state(run, result.state, now)
+
+
+def _state_of(run: FlowRun) -> stepping.RunState:
+    return stepping.RunState(
+        run_id=run.id,
+        node_id=run.node_id,
+        status=run.status,  # type: ignore[arg-type]
+        entered_at=run.entered_at,
+        node_entered_at=run.node_entered_at,
+        wake_at=run.wake_at,
+        exit_reason=run.exit_reason,
+        history=tuple(
+            stepping.Visit(item["node_id"], datetime.fromisoformat(item["at"]), item["outcome"])
+            for item in run.history or []
+        ),
+    )
+
+
+def _store_state(run: FlowRun, state: stepping.RunState, now: datetime) -> None:
+    run.node_id = state.node_id
+    run.status = state.status
+    run.node_entered_at = state.node_entered_at
+    run.wake_at = state.wake_at
+    run.due_at = state.wake_at if state.status == "waiting" else (now if state.status == "active" else None)
+    run.exit_reason = state.exit_reason
+    run.history = [
+        {"node_id": v.node_id, "at": v.at.isoformat(), "outcome": v.outcome} for v in state.history
+    ]
+    run.updated_at = now
+    run.last_error = None
+    run.attempts = 0
+    if state.is_finished:
+        run.finished_at = now
+        run.active_key = None  # frees the customer (or checkout) for another run of this flow
+
+
+def _stimulus(
+    plan: stepping.Plan, state: stepping.RunState, context: stepping.StepContext
+) -> stepping.Stimulus:
+    """The awaited event, when one arrived since the run started waiting; else a tick."""
+    node = plan.nodes.get(state.node_id) if state.node_id else None
+    if isinstance(node, d.WaitForEventNode) and state.node_entered_at is not None:
+        for event in context.events_since_entry:
+            if (
+                event.event == node.event
+                and event.timestamp >= state.node_entered_at
+                and all(
+                    evaluator.json_test(event.properties.get(f.property), f.op, f.value) for f in node.where
+                )
+            ):
+                return stepping.EventArrived(event.event, event.timestamp, event.properties)
+    return stepping.Tick()
+
+
+def _event_names(plan: stepping.Plan) -> set[str]:
+    names = {c.event for c in plan.flow.exit_when if isinstance(c, d.EventSinceEntryExit)}
+    for node in plan.flow.nodes:
+        if isinstance(node, d.WaitForEventNode):
+            names.add(node.event)
+        if isinstance(node, d.ConditionNode) and node.did_since_entry is not None:
+            names.add(node.did_since_entry.event)
+    return names
+
+
+def _contexts(
+    session: Session, runs: list[FlowRun], now: datetime, timezone: str
+) -> dict[int, stepping.StepContext]:
+    """Everything the step function may read, loaded for all claimed runs with a few queries."""
+    eval_context = evaluator.EvalContext(now=now, timezone=timezone)
+    needs = evaluator.FactNeeds()
+    names: set[str] = set()
+    for run in runs:
+        plan = plan_of(session, run.flow_version_id)
+        names |= _event_names(plan)
+        for node in plan.flow.nodes:
+            if isinstance(node, d.ConditionNode) and node.rule is not None:
+                needs = needs.merge(evaluator.needs(node.rule, eval_context))
+    customer_ids = {run.customer_id for run in runs}
+    known = facts.load_facts(session, customer_ids, needs, eval_context)
+    events: dict[int, list[evaluator.EventFact]] = defaultdict(list)
+    if names:
+        earliest = min(run.entered_at for run in runs)
+        query = (
+            select(Event.customer_id, Event.event, Event.timestamp, Event.properties)
+            .where(
+                one_of(Event.customer_id, customer_ids),
+                one_of(Event.event, names),
+                Event.timestamp >= earliest,
+            )
+            .order_by(Event.timestamp, Event.id)
+        )
+        for customer_id, name, timestamp, properties in session.execute(query):
+            events[customer_id].append(evaluator.EventFact(name, timestamp, properties or {}))
+    checkout_ids = {run.checkout_id for run in runs if run.checkout_id}
+    statuses: dict[str, str] = {}
+    if checkout_ids:
+        query = select(Checkout.external_id, Checkout.status).where(
+            Checkout.kind == "checkout", one_of(Checkout.external_id, checkout_ids)
+        )
+        statuses = {external_id: status for external_id, status in session.execute(query)}
+    contexts = {}
+    for run in runs:
+        customer_facts = known.get(run.customer_id) or evaluator.CustomerFacts(profile={})
+        contexts[run.id] = stepping.StepContext(
+            facts=customer_facts,
+            trigger=(run.trigger or {}).get("properties", {}),
+            events_since_entry=tuple(
+                e for e in events.get(run.customer_id, ()) if e.timestamp >= run.entered_at
+            ),
+            checkout_status=statuses.get(run.checkout_id) if run.checkout_id else None,
+            customer_timezone=customer_facts.profile.get("timezone"),
+            store_timezone=timezone,
+        )
+    return contexts
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _apply(
+    session: Session, run: FlowRun, command: stepping.Command, context: stepping.StepContext, now: datetime
+) -> None:
+    action = command.action
+    kind = action.type
+    payload = {
+        "action": action.model_dump(mode="json"),
+        "trigger": run.trigger,
+        "run_id": run.id,
+        "flow_id": run.flow_id,
+    }
+    outbox: Table = OutboxEntry.__table__  # type: ignore[assignment]
+    inserted = session.execute(
+        insert_or_ignore(session.get_bind().dialect.name, outbox, ["idempotency_key"]).returning(outbox.c.id),
+        {
+            "idempotency_key": command.key,
+            "run_id": run.id,
+            "flow_id": run.flow_id,
+            "node_id": command.node_id,
+            "customer_id": run.customer_id,
+            "kind": kind,
+            "payload": payload,
+            "status": "pending" if kind in OUTBOUND else "applied",
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if inserted.first() is None or kind in OUTBOUND:
+        return  # already done once (a replay), or the sending pipeline's to carry out
+    _apply_inside(session, run, action, now)
+
+
+def _apply_inside(session: Session, run: FlowRun, action: Any, now: datetime) -> None:
+    """Actions on winback's own data, in the run's transaction."""
+    customer = session.get(Customer, run.customer_id)
+    if customer is None:
+        return
+    if isinstance(action, d.TagAction):
+        tags = list(customer.tags or [])
+        if action.type == "add_tag" and action.tag not in tags:
+            customer.tags = [*tags, action.tag]
+        elif action.type == "remove_tag" and action.tag in tags:
+            customer.tags = [tag for tag in tags if tag != action.tag]
+    elif isinstance(action, d.SetProperty):
+        customer.properties = {**(customer.properties or {}), action.property: action.value}
+    elif isinstance(action, d.ListAction):
+        if session.get(CustomerList, action.list_id) is None:
+            raise LookupError(f"list {action.list_id} does not exist")
+        membership = session.get(ListMembership, (action.list_id, run.customer_id))
+        if action.type == "add_to_list" and membership is None:
+            session.add(
+                ListMembership(
+                    list_id=action.list_id,
+                    customer_id=run.customer_id,
+                    added_at=now,
+                    source=f"flow:{run.flow_id}",
+                )
+            )
+        elif action.type == "remove_from_list" and membership is not None:
+            session.delete(membership)
+    elif isinstance(action, d.ConversionGoal):
+        event_store.append_events(
+            session.connection(),
+            [
+                EventRow(
+                    message_id=f"derived:goal:{run.id}:{action.name}",
+                    source="derived",
+                    type="track",
+                    event="Conversion Goal Reached",
+                    user_id=customer.user_id,
+                    anonymous_id=None if customer.user_id else f"winback-customer:{customer.id}",
+                    properties={"goal": action.name, "flow_id": run.flow_id, "run_id": run.id},
+                    timestamp=now,
+                    received_at=now,
+                    customer_id=customer.id,
+                )
+            ],
+        )
+    customer.updated_at = now
