@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement, Select
@@ -85,7 +85,10 @@ class CompileContext:
             raise ValueError("CompileContext needs a timezone-aware `now`")
         if self.dialect not in DIALECTS:
             raise ValueError(f"unsupported dialect {self.dialect!r}; expected one of {DIALECTS}")
-        ZoneInfo(self.timezone)  # an unknown zone fails here, not half-way through a query
+        try:
+            ZoneInfo(self.timezone)  # an unknown zone fails here, not half-way through a query
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
 
     @property
     def is_postgresql(self) -> bool:
@@ -312,7 +315,7 @@ def _compare(value: ColumnElement[Any] | Any, comparison: rules.Compare, type_: 
             return value <= first  # type: ignore[no-any-return]
         case "between":
             assert comparison.to is not None  # the model refuses 'between' without 'to'
-            return sa.and_(value >= first, value <= bound(comparison.to))
+            return value.between(first, bound(comparison.to))  # type: ignore[no-any-return]
     raise ValueError(f"unknown comparison {comparison.op!r}")
 
 
@@ -497,7 +500,8 @@ def _json_kind(document: Any, key: str, ctx: CompileContext) -> ColumnElement[An
 def _json_is(document: Any, key: str, kinds: dict[str, tuple[str, ...]], ctx: CompileContext) -> Condition:
     """Whether the value under `key` is of one of `kinds` (false, not NULL, when absent)."""
     names = kinds[ctx.dialect]
-    return sa.func.coalesce(_json_kind(document, key, ctx), "absent").in_(names)
+    kind = sa.func.coalesce(_json_kind(document, key, ctx), "absent")
+    return kind == names[0] if len(names) == 1 else kind.in_(names)
 
 
 STRING = {"sqlite": ("text",), "postgresql": ("string",)}

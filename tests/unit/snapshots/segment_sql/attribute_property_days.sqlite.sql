@@ -1,0 +1,4 @@
+-- {"op": "more_than_days_ago", "property": "signed_up", "type": "attribute", "value": 30}
+SELECT customers.id 
+FROM customers 
+WHERE customers.merged_into_id IS NULL AND customers.erased_at IS NULL AND coalesce(CASE WHEN (coalesce(json_type(customers.properties, ?), ?) = ? AND (json_extract(customers.properties, ?) GLOB ?)) THEN CASE WHEN (date(substr(json_extract(customers.properties, ?), ?, ?)) = substr(json_extract(customers.properties, ?), ?, ?)) THEN CASE WHEN (substr(json_extract(customers.properties, ?), ?) = ? OR length(json_extract(customers.properties, ?)) > ? AND substr(json_extract(customers.properties, ?), ?, ?) IN (__[POSTCOMPILE_substr_7])) THEN julianday(json_extract(customers.properties, ?)) - julianday(?) ELSE julianday(json_extract(customers.properties, ?)) - julianday(?) END END END < ?, 0) = 1

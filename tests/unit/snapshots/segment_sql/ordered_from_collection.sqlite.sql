@@ -1,0 +1,10 @@
+-- {"collection": "dog-food", "type": "ordered_from_collection"}
+SELECT customers.id 
+FROM customers 
+WHERE customers.merged_into_id IS NULL AND customers.erased_at IS NULL AND (EXISTS (SELECT * 
+FROM orders JOIN order_lines ON order_lines.order_pk = orders.id 
+WHERE orders.customer_id = customers.id AND orders.status != ? AND (order_lines.category = ? OR order_lines.product_id IN (SELECT products.product_id 
+FROM products 
+WHERE EXISTS (SELECT * 
+FROM json_each(products.collections) AS anon_1 
+WHERE anon_1.type = ? AND anon_1.value = ?)))))

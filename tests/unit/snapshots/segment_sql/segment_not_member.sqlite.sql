@@ -1,0 +1,6 @@
+-- {"member": false, "segment_id": 7, "type": "segment"}
+SELECT customers.id 
+FROM customers 
+WHERE customers.merged_into_id IS NULL AND customers.erased_at IS NULL AND NOT (EXISTS (SELECT * 
+FROM segment_memberships 
+WHERE segment_memberships.segment_id = ? AND segment_memberships.customer_id = customers.id))
