@@ -28,7 +28,7 @@ a COUNT.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -167,7 +167,7 @@ def _list(rule: rules.ListRule, ctx: CompileContext) -> Condition:
 def _money_spent(rule: rules.MoneySpentRule, ctx: CompileContext) -> Condition:
     if rule.period is None:
         return _compare(Customer.total_spent, rule.compare, Customer.total_spent.type)
-    net = sa.func.sum(Order.total - Order.refunded_total)
+    net: ColumnElement[Any] = sa.func.sum(Order.total - Order.refunded_total)
     if not ctx.is_postgresql:
         net = sa.func.round(net, 2)  # SQLite adds money as floats; PostgreSQL's numeric is exact
     spent = sa.select(sa.func.coalesce(net, 0)).where(*_counted_orders(rule.period, ctx)).scalar_subquery()
@@ -302,20 +302,20 @@ def _compare(value: ColumnElement[Any] | Any, comparison: rules.Compare, type_: 
     first = bound(comparison.value)
     match comparison.op:
         case "eq":
-            return value == first  # type: ignore[no-any-return]
+            return value == first
         case "neq":
-            return value != first  # type: ignore[no-any-return]
+            return value != first
         case "gt":
-            return value > first  # type: ignore[no-any-return]
+            return value > first
         case "gte":
-            return value >= first  # type: ignore[no-any-return]
+            return value >= first
         case "lt":
-            return value < first  # type: ignore[no-any-return]
+            return value < first
         case "lte":
-            return value <= first  # type: ignore[no-any-return]
+            return value <= first
         case "between":
             assert comparison.to is not None  # the model refuses 'between' without 'to'
-            return value.between(first, bound(comparison.to))  # type: ignore[no-any-return]
+            return value.between(first, bound(comparison.to))
     raise ValueError(f"unknown comparison {comparison.op!r}")
 
 
@@ -476,9 +476,9 @@ def _text_match(text: Any, op: str, needle: str, ctx: CompileContext) -> Conditi
     folded = sa.func.lower(text)
     wanted = needle.lower()
     if op == "starts_with":
-        return sa.func.substr(folded, 1, len(wanted)) == wanted  # type: ignore[no-any-return]
+        return sa.func.substr(folded, 1, len(wanted)) == wanted
     position = sa.func.strpos(folded, wanted) if ctx.is_postgresql else sa.func.instr(folded, wanted)
-    return position > 0  # type: ignore[no-any-return]
+    return position > 0
 
 
 # --- JSON values --------------------------------------------------------------------------------
@@ -497,16 +497,16 @@ def _json_kind(document: Any, key: str, ctx: CompileContext) -> ColumnElement[An
     return sa.func.json_type(document, sa.literal(_json_path(key)))
 
 
-def _json_is(document: Any, key: str, kinds: dict[str, tuple[str, ...]], ctx: CompileContext) -> Condition:
+def _json_is(document: Any, key: str, kinds: Mapping[str, tuple[str, ...]], ctx: CompileContext) -> Condition:
     """Whether the value under `key` is of one of `kinds` (false, not NULL, when absent)."""
     names = kinds[ctx.dialect]
     kind = sa.func.coalesce(_json_kind(document, key, ctx), "absent")
     return kind == names[0] if len(names) == 1 else kind.in_(names)
 
 
-STRING = {"sqlite": ("text",), "postgresql": ("string",)}
-NUMBER = {"sqlite": ("integer", "real"), "postgresql": ("number",)}
-PRESENT = {
+STRING: Mapping[str, tuple[str, ...]] = {"sqlite": ("text",), "postgresql": ("string",)}
+NUMBER: Mapping[str, tuple[str, ...]] = {"sqlite": ("integer", "real"), "postgresql": ("number",)}
+PRESENT: Mapping[str, tuple[str, ...]] = {
     "sqlite": ("text", "integer", "real", "true", "false", "array", "object"),
     "postgresql": ("string", "number", "boolean", "array", "object"),
 }
@@ -602,7 +602,7 @@ def _json_test(document: Any, key: str, op: str, value: Any, ctx: CompileContext
 def _json_array_has(array: Any, element: str, ctx: CompileContext) -> Condition:
     """The JSON array contains the string `element` (exactly)."""
     if ctx.is_postgresql:
-        return sa.type_coerce(array, JSONB).contains([element])  # type: ignore[no-any-return]
+        return sa.type_coerce(array, JSONB).contains([element])
     items = sa.func.json_each(array).table_valued("value", "type")
     return sa.exists().select_from(items).where(items.c.type == "text", items.c.value == element)
 
@@ -759,7 +759,7 @@ def _property_days(key: str, op: str, days: Any, ctx: CompileContext) -> Conditi
         )
         bound = sa.literal(0)  # `instant` is the days after the cutoff here
     compared = instant >= bound if op == "within_last_days" else instant < bound
-    return sa.func.coalesce(compared, sa.false())  # type: ignore[no-any-return]
+    return sa.func.coalesce(compared, sa.false())
 
 
 def _valid_calendar_day(text: Any) -> Condition:
