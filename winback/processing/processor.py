@@ -28,6 +28,7 @@ from winback import store
 from winback.db.engine import transaction
 from winback.db.expressions import one_of
 from winback.db.models import Base, Checkout, Customer, CustomerIdentity, IntentSession, Product
+from winback.flows import engine as flow_engine
 from winback.ingest.store import EVENTS
 from winback.processing import effects, merge
 from winback.profiles import contact, identity, traits
@@ -172,6 +173,7 @@ class BatchProcessor:
         context.flush()
         self._mark_processed()
         self._refresh_segments()
+        self._start_and_wake_flows()
 
     def _uniform_updates(self) -> None:
         """Write every loaded column of each changed row, so a table's UPDATEs in this batch share
@@ -317,6 +319,25 @@ class BatchProcessor:
         touched = {prepared.customer.id for prepared in self.events if prepared.customer is not None}
         touched.update(absorbed.id for absorbed, _survivor in self.merges if absorbed.id is not None)
         membership.refresh_customers(self.session, touched, self.now, self.profile.timezone)
+
+    def _start_and_wake_flows(self) -> None:
+        """Triggers fire for the batch's events, and the touched customers' waiting runs are looked
+        at now (an order may end them, an awaited event resume them)."""
+        applied = [
+            flow_engine.AppliedEvent(
+                customer_id=prepared.customer.id,
+                event=prepared.row.event,
+                type=prepared.row.type,
+                properties=prepared.row.properties or {},
+                traits=prepared.row.traits or {},
+                timestamp=prepared.row.timestamp,
+                message_id=prepared.row.message_id,
+            )
+            for prepared in self.events
+            if prepared.customer is not None
+        ]
+        flow_engine.enrol_for_events(self.session, applied, self.now, self.profile.timezone)
+        flow_engine.wake_for_events(self.session, {event.customer_id for event in applied}, self.now)
 
     def _mark_processed(self) -> None:
         """Stamp the batch's events as applied (and with their customer) in one statement."""

@@ -1,9 +1,10 @@
-"""The worker loop: apply pending events, close abandoned carts, checkouts and sessions, and
-re-check segments that change with time alone.
+"""The worker loop: apply pending events, close abandoned carts, checkouts and sessions,
+re-check segments that change with time alone, and step flow runs that are due.
 
 Each pass runs its components one after the other. Singleton work (applying events in order, the
-abandonment sweep) is guarded by a named lease, so any number of workers can run side by side and
-a crashed worker's share is taken over once its lease expires. A component that fails is logged
+abandonment sweep) is guarded by a named lease; flow runs are shared out by row locks. Any number
+of workers can run side by side, and a crashed worker's share is taken over once its lease expires
+(or, for flow runs, as soon as its transaction is rolled back). A component that fails is logged
 with its traceback and contained: the other components still run, and the loop carries on.
 """
 
@@ -52,10 +53,16 @@ class PassReport:
     events_applied: int = 0
     sweep: abandonment.SweepResult | None = None
     segments_rechecked: int = 0
+    flow_steps: int = 0
 
     @property
     def total(self) -> int:
-        return self.events_applied + (self.sweep.total if self.sweep else 0) + self.segments_rechecked
+        return (
+            self.events_applied
+            + (self.sweep.total if self.sweep else 0)
+            + self.segments_rechecked
+            + self.flow_steps
+        )
 
     def describe(self) -> str:
         parts = [f"applied {self.events_applied} events"]
@@ -63,6 +70,8 @@ class PassReport:
             parts.append(self.sweep.describe())
         if self.segments_rechecked:
             parts.append(f"re-checked {self.segments_rechecked} time-based segments")
+        if self.flow_steps:
+            parts.append(f"stepped {self.flow_steps} flow runs")
         return "; ".join(parts)
 
 
@@ -84,7 +93,10 @@ class Worker:
         events_applied = self._contained("event processing", self._process_events, default=0)
         sweep = self._contained("abandonment sweep", self._sweep, default=None)
         rechecked = self._contained("segment re-check", self._recheck_segments, default=0)
-        return PassReport(events_applied=events_applied, sweep=sweep, segments_rechecked=rechecked)
+        flow_steps = self._contained("flow runs", self._step_flows, default=0)
+        return PassReport(
+            events_applied=events_applied, sweep=sweep, segments_rechecked=rechecked, flow_steps=flow_steps
+        )
 
     def release_leases(self) -> None:
         """Give up every lease this worker holds, so another worker can take over at once."""
@@ -152,6 +164,19 @@ class Worker:
         interval = min(SEGMENT_RECHECK_POLL, self.runtime.settings.segment_recheck_s)
         self._next_segment_recheck_at = now + timedelta(seconds=interval)
         return membership.recheck_time_based(self.runtime)
+
+    def _step_flows(self) -> int:
+        """Step due flow runs. No lease: each batch claims its runs under row locks (SKIP LOCKED
+        on PostgreSQL, the single-writer path on SQLite), so workers share the work."""
+        from winback.flows import engine as flow_engine  # lazy, like the processor
+
+        stepped = 0
+        for _ in range(MAX_BATCHES_PER_PASS):
+            count = flow_engine.step_due_runs(self.runtime)
+            stepped += count
+            if count < flow_engine.STEP_BATCH:
+                break
+        return stepped
 
     def _contained(self, what: str, component: Callable[[], T], *, default: T) -> T:
         try:
