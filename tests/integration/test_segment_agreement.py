@@ -10,6 +10,7 @@ written inside one transaction that is rolled back, on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from winback.db.models import (
     Segment,
     SegmentMembership,
 )
-from winback.segments import evaluator, facts, periods, rules
+from winback.segments import compiler, evaluator, facts, periods, rules
 
 # --- vocabularies (small, so generated rules and data meet often) ----------------------------
 
@@ -163,9 +164,27 @@ def boundaries(now: datetime, timezone: str) -> list[datetime]:
     return sorted(found)
 
 
+def rule_boundaries(trees: tuple[Any, ...], now: datetime, timezone: str) -> list[datetime]:
+    """The instants where these rules' answers flip, and the microsecond before each."""
+    found: set[datetime] = set()
+    for node in (node for tree in trees for node in rules.walk(tree)):
+        if getattr(node, "period", None) is not None:
+            found.update(periods.resolve(node.period, now, timezone))
+        days = getattr(node, "days", None)
+        if isinstance(node, rules.AttributeRule) and node.op in ("within_last_days", "more_than_days_ago"):
+            days = node.value
+        if isinstance(days, int):
+            found.add(now - timedelta(days=days))
+    return sorted(found | {moment - timedelta(microseconds=1) for moment in found})
+
+
 @st.composite
-def moments(draw: st.DrawFn, now: datetime, timezone: str) -> datetime:
-    if draw(st.booleans()):
+def moments(draw: st.DrawFn, now: datetime, timezone: str, critical: tuple[datetime, ...] = ()) -> datetime:
+    """A random instant: on a boundary of the rules at hand, of any rule, or anywhere near now."""
+    choice = draw(st.integers(0, 2))
+    if choice == 0 and critical:
+        return draw(st.sampled_from(critical))
+    if choice <= 1:
         return draw(st.sampled_from(boundaries(now, timezone)))
     return now + timedelta(minutes=draw(st.integers(-400 * 24 * 60, 2 * 24 * 60)))
 
@@ -195,8 +214,10 @@ def money(draw: st.DrawFn) -> Decimal:
 
 
 @st.composite
-def customer_rows(draw: st.DrawFn, customer_id: int, now: datetime, timezone: str) -> dict[str, Any]:
-    when = moments(now, timezone)
+def customer_rows(
+    draw: st.DrawFn, customer_id: int, now: datetime, timezone: str, critical: tuple[datetime, ...]
+) -> dict[str, Any]:
+    when = moments(now, timezone, critical)
     row: dict[str, Any] = {field: draw(st.sampled_from(values)) for field, values in TEXT_VALUES.items()}
     if row["user_id"] is not None:
         row["user_id"] = f"{row['user_id']}-{customer_id}"  # unique per customer
@@ -233,7 +254,10 @@ def customer_rows(draw: st.DrawFn, customer_id: int, now: datetime, timezone: st
 def scenarios(draw: st.DrawFn) -> Scenario:
     now = draw(st.sampled_from(MOMENTS))
     timezone = draw(st.sampled_from(TIMEZONES))
-    when = moments(now, timezone)
+    trees = draw(st.lists(rule_trees(now, timezone), min_size=RULES_PER_STORE, max_size=RULES_PER_STORE))
+    parsed = tuple(rules.parse_definition(tree).rule for tree in trees)
+    critical = tuple(rule_boundaries(parsed, now, timezone))
+    when = moments(now, timezone, critical)
     tables: dict[Any, list[dict[str, Any]]] = {
         model: []
         for model in (
@@ -261,7 +285,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     ]
     order_pk = line_pk = event_pk = checkout_pk = 0
     for customer_id in range(1, draw(st.integers(2, 6)) + 1):
-        tables[Customer].append(draw(customer_rows(customer_id, now, timezone)))
+        tables[Customer].append(draw(customer_rows(customer_id, now, timezone, critical)))
         for _ in range(draw(st.integers(0, 3))):
             order_pk += 1
             tables[Order].append(
@@ -346,8 +370,6 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             tables[SegmentMembership].append(
                 {"segment_id": segment_id, "customer_id": customer_id, "entered_at": now}
             )
-    trees = draw(st.lists(rule_trees(now, timezone), min_size=RULES_PER_STORE, max_size=RULES_PER_STORE))
-    parsed = tuple(rules.parse_definition(tree).rule for tree in trees)
     return Scenario(now=now, timezone=timezone, tables=tables, rules=parsed)
 
 
@@ -709,7 +731,8 @@ def describe(scenario: Scenario, rule: Any) -> str:
 
 
 EXAMPLES = settings(
-    max_examples=40,
+    # A deeper search when hunting: WINBACK_AGREEMENT_EXAMPLES=2000 pytest tests/integration/test_segment_agreement.py
+    max_examples=int(os.environ.get("WINBACK_AGREEMENT_EXAMPLES", "40")),
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
@@ -731,3 +754,19 @@ def test_facts_loaded_for_a_rule_answer_as_all_facts_do(engine: Engine, scenario
             # then they are the members found over every fact of every customer
             expected = evaluator.evaluate_many(rule, everything.items(), scenario.ctx)
             assert from_database == expected, describe(scenario, rule)
+
+
+@EXAMPLES
+@given(scenario=scenarios())
+def test_compiler_and_evaluator_choose_the_same_members(engine: Engine, scenario: Scenario) -> None:
+    # given a random store in the database and random rules
+    compile_context = compiler.CompileContext(
+        now=scenario.now, timezone=scenario.timezone, dialect=engine.dialect.name
+    )
+    with stored(engine, scenario) as session:
+        for rule in scenario.rules:
+            # when the compiled query and the in-memory evaluator each choose the members
+            compiled = set(session.execute(compiler.members_query(rule, compile_context)).scalars())
+            evaluated = evaluated_members(session, scenario, rule)
+            # then they choose the same customers
+            assert compiled == evaluated, f"{describe(scenario, rule)}\nsql={compiled} evaluator={evaluated}"
