@@ -507,6 +507,52 @@ def test_a_merge_carries_list_membership_to_the_survivor(
     assert _count(runtime, segment_id)[0] == 1
 
 
+def test_a_stored_rule_that_no_longer_parses_never_stops_processing(
+    runtime: Runtime, send: Send, clock: VirtualClock
+) -> None:
+    # given a segment row whose stored rule an older version wrote, and a valid segment
+    with transaction(runtime.engine) as session:
+        session.add(
+            Segment(
+                name="From an older version",
+                definition={"schema_version": 1, "rule": {"type": "retired_rule_kind"}},
+                is_active=True,
+                depends_on_time=False,
+                member_count=0,
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+    segment_id = _create(runtime, "Spent 100+", SPENT_100)
+    # when Ann spends 150
+    send(_order("ann", "o1", 150))
+    # then the valid segment is kept up to date all the same
+    assert _members(runtime, segment_id) == ["ann"]
+    assert _unprocessed(runtime) == 0
+
+
+def test_turning_a_segment_off_forgets_its_members_and_on_evaluates_it_afresh(
+    runtime: Runtime, send: Send, clock: VirtualClock
+) -> None:
+    # given Ann is a member of "Spent 100+"
+    send(_order("ann", "o1", 150))
+    segment_id = _create(runtime, "Spent 100+", SPENT_100)
+    # when it is turned off, and Bob spends 150 meanwhile
+    with transaction(runtime.engine) as session:
+        service.update_segment(session, segment_id, is_active=False, now=clock.now(), timezone="UTC")
+    send(_order("bob", "o2", 150))
+    # then it has no members and nothing was announced
+    assert (_members(runtime, segment_id), _count(runtime, segment_id)) == ([], (0, None))
+    # when it is turned on again an hour later
+    clock.advance(3600)
+    with transaction(runtime.engine) as session:
+        service.update_segment(session, segment_id, is_active=True, now=clock.now(), timezone="UTC")
+    # then both are members again, recorded silently
+    assert _members(runtime, segment_id) == ["ann", "bob"]
+    assert _count(runtime, segment_id) == (2, clock.now())
+    assert _segment_events(runtime) == []
+
+
 # --- validation -----------------------------------------------------------------------------------
 
 
