@@ -315,7 +315,8 @@ def test_openapi_is_served_and_every_admin_route_has_a_tag_and_summary(client: T
         if path.startswith("/api/v1/")
         for method, operation in methods.items()
     ]
-    assert {(path, method) for path, method, _ in admin_operations} == {
+    # the admin module's routes are all there (segments, lists and flows add their own)
+    assert {(path, method) for path, method, _ in admin_operations} >= {
         ("/api/v1/store", "get"),
         ("/api/v1/store", "put"),
         ("/api/v1/store", "patch"),
