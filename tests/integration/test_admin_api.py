@@ -638,6 +638,9 @@ def test_delete_erases_personal_data_keeps_aggregates_and_is_idempotent(
         "orders_scrubbed": 1,
         "consent_records_scrubbed": 2,
         "intent_sessions_deleted": 1,
+        "list_memberships_deleted": 0,
+        "flow_runs_scrubbed": 0,
+        "outbox_entries_scrubbed": 0,
     }
 
     # And her profile keeps only anonymous facts
@@ -716,8 +719,14 @@ def test_delete_erases_personal_data_keeps_aggregates_and_is_idempotent(
     assert again["already_erased"] is True
     assert again["erased_at"] == (clock.now() - timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
     counts = ("profiles_erased", "identities_deleted", "events_scrubbed", "checkouts_scrubbed")
-    counts += ("orders_scrubbed", "consent_records_scrubbed", "intent_sessions_deleted")
-    assert [again[key] for key in counts] == [0] * 7
+    counts += (
+        "orders_scrubbed",
+        "consent_records_scrubbed",
+        "intent_sessions_deleted",
+        "list_memberships_deleted",
+    )
+    counts += ("flow_runs_scrubbed", "outbox_entries_scrubbed")
+    assert [again[key] for key in counts] == [0] * 10
     # And the erased profile still answers, without personal data
     assert admin_client.get(f"/api/v1/customers/{ids['ann']}").json()["profile"]["email"] is None
 

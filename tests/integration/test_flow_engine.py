@@ -171,3 +171,28 @@ def test_an_invalid_flow_is_refused_with_every_problem() -> None:
         "node_id": "wait-vip",
         "message": "leads to 'nowhere', which is not a node",
     } in caught.value.details["problems"]
+
+
+def test_erasing_a_customer_ends_their_runs_and_skips_their_queued_messages(
+    runtime: Runtime, clock: VirtualClock
+) -> None:
+    from winback.profiles import erasure
+
+    customer_id = _customer(runtime)
+    _live_flow(runtime, ABANDONED_CART)
+    _abandon(runtime, customer_id)
+    flow_engine.step_due_runs(runtime)
+    clock.advance(timedelta(hours=1))
+    flow_engine.step_due_runs(runtime)  # the casual SMS is queued
+    with transaction(runtime.engine) as session:
+        summary = erasure.erase_customer(session, customer_id, clock.now())
+    assert (summary.flow_runs_scrubbed, summary.outbox_entries_scrubbed) == (1, 1)
+    run = _run(runtime.engine)
+    assert (run.status, run.exit_reason, run.active_key, run.trigger) == (
+        "exited", "customer erased", None, {"event": "Checkout Abandoned", "erased": True},
+    )  # fmt: skip
+    with Session(runtime.engine) as session:
+        [entry] = session.scalars(sa.select(OutboxEntry))
+        assert (entry.status, entry.payload) == ("skipped", {"erased": True})
+    clock.advance(timedelta(days=2))
+    assert flow_engine.step_due_runs(runtime) == 0

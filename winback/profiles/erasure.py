@@ -28,11 +28,15 @@ from winback.db.models import (
     Customer,
     CustomerIdentity,
     Event,
+    FlowRun,
     IntentSession,
+    ListMembership,
     Order,
+    OutboxEntry,
 )
 from winback.kernel.errors import NotFound
 from winback.profiles import traits
+from winback.segments import membership
 
 BATCH_SIZE = 1000  # rows read and rewritten per round trip
 
@@ -103,6 +107,9 @@ class ErasureSummary:
     orders_scrubbed: int
     consent_records_scrubbed: int
     intent_sessions_deleted: int
+    list_memberships_deleted: int
+    flow_runs_scrubbed: int
+    outbox_entries_scrubbed: int
 
 
 # --- pure scrubbing -----------------------------------------------------------------------------
@@ -271,7 +278,14 @@ def _erase(session: Session, ids: Sequence[int], now: datetime) -> dict[str, int
     intent_sessions_deleted = _rowcount(
         session, delete(IntentSession).where(IntentSession.customer_id.in_(ids))
     )
+    list_memberships_deleted = _rowcount(
+        session, delete(ListMembership).where(ListMembership.customer_id.in_(ids))
+    )
+    flow_runs_scrubbed = _scrub_flow_runs(session, ids, now)
+    outbox_entries_scrubbed = _scrub_outbox(session, ids, now)
     session.flush()
+    # Erased profiles are never segment members: they leave every segment, silently.
+    membership.refresh_customers(session, ids, now, "UTC")
     return {
         "profiles_erased": profiles_erased,
         "identities_deleted": identities_deleted,
@@ -280,7 +294,40 @@ def _erase(session: Session, ids: Sequence[int], now: datetime) -> dict[str, int
         "orders_scrubbed": orders_scrubbed,
         "consent_records_scrubbed": consent_records_scrubbed,
         "intent_sessions_deleted": intent_sessions_deleted,
+        "list_memberships_deleted": list_memberships_deleted,
+        "flow_runs_scrubbed": flow_runs_scrubbed,
+        "outbox_entries_scrubbed": outbox_entries_scrubbed,
     }
+
+
+def _scrub_flow_runs(session: Session, ids: Sequence[int], now: datetime) -> int:
+    """Runs under way end ("customer erased"); every run keeps only the trigger's event name."""
+    changed = 0
+    for run in session.scalars(select(FlowRun).where(FlowRun.customer_id.in_(ids))):
+        if (run.trigger or {}).get("erased"):
+            continue
+        run.trigger = {"event": (run.trigger or {}).get("event"), "erased": True}
+        if run.status in ("active", "waiting"):
+            run.status, run.exit_reason = "exited", "customer erased"
+            run.active_key = run.due_at = run.wake_at = None
+            run.finished_at = now
+        run.updated_at = now
+        changed += 1
+    return changed
+
+
+def _scrub_outbox(session: Session, ids: Sequence[int], now: datetime) -> int:
+    """Commands for the person lose their content; those not yet sent are skipped for good."""
+    changed = 0
+    for entry in session.scalars(select(OutboxEntry).where(OutboxEntry.customer_id.in_(ids))):
+        if entry.payload.get("erased"):
+            continue
+        entry.payload = {"erased": True}
+        if entry.status == "pending":
+            entry.status = "skipped"
+        entry.updated_at = now
+        changed += 1
+    return changed
 
 
 _PERSONAL_PROFILE_FIELDS = ("user_id", *traits.PROFILE_COLUMNS)

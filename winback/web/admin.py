@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -392,19 +393,7 @@ def export_customer(customer_id: CustomerId, request: Request, runtime: AdminDep
 def erase_customer(customer_id: CustomerId, runtime: AdminDep) -> schemas.ErasureResult:
     with transaction(runtime.engine) as session:
         summary = erasure.erase_customer(session, customer_id, runtime.clock.now())
-    return schemas.ErasureResult(
-        customer_id=summary.customer_id,
-        customer_ids=list(summary.customer_ids),
-        erased_at=summary.erased_at,
-        already_erased=summary.already_erased,
-        profiles_erased=summary.profiles_erased,
-        identities_deleted=summary.identities_deleted,
-        events_scrubbed=summary.events_scrubbed,
-        checkouts_scrubbed=summary.checkouts_scrubbed,
-        orders_scrubbed=summary.orders_scrubbed,
-        consent_records_scrubbed=summary.consent_records_scrubbed,
-        intent_sessions_deleted=summary.intent_sessions_deleted,
-    )
+    return schemas.ErasureResult(**dataclasses.asdict(summary))
 
 
 # --- commerce -----------------------------------------------------------------------------------

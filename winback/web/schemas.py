@@ -196,6 +196,9 @@ class ErasureResult(BaseModel):
     orders_scrubbed: int
     consent_records_scrubbed: int
     intent_sessions_deleted: int
+    list_memberships_deleted: int
+    flow_runs_scrubbed: int = Field(description="runs under way ended; trigger snapshots emptied")
+    outbox_entries_scrubbed: int = Field(description="queued messages skipped; contents removed")
 
 
 # --- commerce -----------------------------------------------------------------------------------
