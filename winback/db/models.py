@@ -119,7 +119,8 @@ class Event(Base):
             sqlite_where=text("processed_at IS NULL"),
             postgresql_where=text("processed_at IS NULL"),
         ),
-        Index("ix_events_customer_id_timestamp", "customer_id", "timestamp"),
+        # Segment rules ask "did this customer do event X (since T)": customer, then name, then time.
+        Index("ix_events_customer_id_event_timestamp", "customer_id", "event", "timestamp"),
         Index("ix_events_event_timestamp", "event", "timestamp"),
     )
 
@@ -308,7 +309,7 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     order_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
-    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    customer_id: Mapped[int | None] = mapped_column(BigId)
     checkout_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     cart_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     status: Mapped[str] = mapped_column(
@@ -331,7 +332,10 @@ class Order(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_orders_placed_at", "placed_at"),)
+    __table_args__ = (
+        Index("ix_orders_placed_at", "placed_at"),
+        Index("ix_orders_customer_id_placed_at", "customer_id", "placed_at"),
+    )
 
 
 class OrderLine(Base):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 3f2f20b2e4b2
+Revision ID: e45e808907d9
 Revises:
-Create Date: 2026-11-23 13:43:38.490922
+Create Date: 2026-11-23 13:52:19.113311
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 import winback.db.types
 
-revision = "3f2f20b2e4b2"
+revision = "e45e808907d9"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -214,7 +214,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id", name=op.f("uq_events_message_id")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index("ix_events_customer_id_timestamp", ["customer_id", "timestamp"], unique=False)
+        batch_op.create_index(
+            "ix_events_customer_id_event_timestamp", ["customer_id", "event", "timestamp"], unique=False
+        )
         batch_op.create_index("ix_events_event_timestamp", ["event", "timestamp"], unique=False)
         batch_op.create_index(
             "ix_events_unprocessed",
@@ -311,7 +313,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("order_id", name=op.f("uq_orders_order_id")),
     )
     with op.batch_alter_table("orders", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_orders_customer_id"), ["customer_id"], unique=False)
+        batch_op.create_index("ix_orders_customer_id_placed_at", ["customer_id", "placed_at"], unique=False)
         batch_op.create_index("ix_orders_placed_at", ["placed_at"], unique=False)
 
     op.create_table(
@@ -635,7 +637,7 @@ def downgrade() -> None:
     op.drop_table("outbox")
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.drop_index("ix_orders_placed_at")
-        batch_op.drop_index(batch_op.f("ix_orders_customer_id"))
+        batch_op.drop_index("ix_orders_customer_id_placed_at")
 
     op.drop_table("orders")
     op.drop_table("lists")
@@ -653,7 +655,7 @@ def downgrade() -> None:
             postgresql_where=sa.text("processed_at IS NULL"),
         )
         batch_op.drop_index("ix_events_event_timestamp")
-        batch_op.drop_index("ix_events_customer_id_timestamp")
+        batch_op.drop_index("ix_events_customer_id_event_timestamp")
 
     op.drop_table("events")
     with op.batch_alter_table("customers", schema=None) as batch_op:
