@@ -21,7 +21,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.engine import Dialect
 
-from winback.segments import compiler, rules
+from winback.segments import compiler, periods, rules
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "segment_sql"
@@ -183,21 +183,21 @@ def test_a_count_that_means_at_least_once_or_never_becomes_exists() -> None:
 
 def test_a_date_means_its_whole_local_day_and_a_date_time_one_instant() -> None:
     # a date in Berlin (UTC+1 in winter) runs from 23:00 UTC the day before
-    assert compiler.time_span("2026-01-15", "Europe/Berlin") == (
+    assert periods.time_span("2026-01-15", "Europe/Berlin") == (
         datetime(2026, 1, 14, 23, 0, tzinfo=UTC),
         datetime(2026, 1, 15, 23, 0, tzinfo=UTC),
     )
     # a date-time without a zone is the store's local time; with one it is that instant
-    assert compiler.time_span("2026-01-15T10:00:00", "Europe/Berlin") == (
+    assert periods.time_span("2026-01-15T10:00:00", "Europe/Berlin") == (
         datetime(2026, 1, 15, 9, 0, tzinfo=UTC),
         datetime(2026, 1, 15, 9, 0, 0, 1, tzinfo=UTC),
     )
-    assert compiler.time_span("2026-01-15T10:00:00Z", "Europe/Berlin") == (
+    assert periods.time_span("2026-01-15T10:00:00Z", "Europe/Berlin") == (
         datetime(2026, 1, 15, 10, 0, tzinfo=UTC),
         datetime(2026, 1, 15, 10, 0, tzinfo=UTC) + timedelta(microseconds=1),
     )
     # and text that is neither is no time at all
-    assert compiler.time_span("last tuesday", "Europe/Berlin") is None
+    assert periods.time_span("last tuesday", "Europe/Berlin") is None
 
 
 def test_the_context_refuses_what_would_compile_a_wrong_query() -> None:

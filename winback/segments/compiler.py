@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -412,7 +412,7 @@ def _time_column_test(column: Any, op: str, value: Any, ctx: CompileContext) -> 
             return present  # type: ignore[no-any-return]
         if op == "in":
             return sa.or_(sa.false(), *(_time_column_test(column, "eq", v, ctx) for v in value))
-        span = time_span(value, ctx.timezone) if isinstance(value, str) else None
+        span = periods.time_span(value, ctx.timezone) if isinstance(value, str) else None
         if span is None or op in ("contains", "starts_with"):
             return sa.false()
         start, end = span
@@ -427,32 +427,6 @@ def _time_column_test(column: Any, op: str, value: Any, ctx: CompileContext) -> 
         return sa.and_(present, column < end)  # lte
 
     return _negated(op, positive)
-
-
-def time_span(value: str, timezone: str) -> tuple[datetime, datetime] | None:
-    """[start, end) that a rule's ISO date (its whole local day) or date-time (one instant) means;
-    None when the text is neither."""
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        instant = parse_instant(value, timezone)
-        return None if instant is None else (instant, instant + timedelta(microseconds=1))
-    zone = ZoneInfo(timezone)
-    return (
-        datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC),
-        datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC),
-    )
-
-
-def parse_instant(value: str, timezone: str) -> datetime | None:
-    """An ISO date or date-time as a UTC instant; without a zone it is the store's local time."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
-    return parsed.astimezone(UTC)
 
 
 def _ordered(left: Any, op: str, right: Any) -> Condition:

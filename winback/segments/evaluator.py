@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from winback.segments import periods, rules
 
@@ -462,7 +461,7 @@ def _attribute(rule: rules.AttributeRule, profile: Mapping[str, Any], ctx: EvalC
         found = properties.get(rule.property)
         if rule.op in ("within_last_days", "more_than_days_ago"):
             return _days_test(
-                _parse_instant(found, ctx.timezone) if isinstance(found, str) else None, rule, ctx
+                periods.parse_instant(found, ctx.timezone) if isinstance(found, str) else None, rule, ctx
             )
         return json_test(found, rule.op, rule.value)
     assert rule.field is not None  # the model requires exactly one of field / property
@@ -541,7 +540,7 @@ def _time_test(found: datetime | None, op: str, value: Any, timezone: str) -> bo
         return True
     if op == "in":
         return any(_time_test(found, "eq", candidate, timezone) for candidate in value)
-    span = _time_span(value, timezone) if isinstance(value, str) else None
+    span = periods.time_span(value, timezone) if isinstance(value, str) else None
     if span is None or op in ("contains", "starts_with"):
         return False
     start, end = span
@@ -554,31 +553,6 @@ def _time_test(found: datetime | None, op: str, value: Any, timezone: str) -> bo
     if op == "lt":
         return found < start
     return found < end  # lte
-
-
-def _time_span(value: str, timezone: str) -> tuple[datetime, datetime] | None:
-    """[start, end) a rule's ISO date (a whole local day) or date-time (one instant) stands for."""
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        instant = _parse_instant(value, timezone)
-        return None if instant is None else (instant, instant + timedelta(microseconds=1))
-    zone = ZoneInfo(timezone)
-    return (
-        datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC),
-        datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC),
-    )
-
-
-def _parse_instant(value: str, timezone: str) -> datetime | None:
-    """An ISO date or date-time as a UTC instant; without a zone it is the store's local time."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
-    return parsed.astimezone(UTC)
 
 
 def _decimal(value: Any) -> Decimal | None:

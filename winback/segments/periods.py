@@ -74,3 +74,26 @@ def upcoming_month_days(now: datetime, timezone: str, days: int) -> list[tuple[i
 
 def _is_leap(year: int) -> bool:
     return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def time_span(value: str, timezone: str) -> tuple[datetime, datetime] | None:
+    """[start, end) that a rule's ISO date (its whole local day) or date-time (one instant) means;
+    None when the text is neither."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        instant = parse_instant(value, timezone)
+        return None if instant is None else (instant, instant + timedelta(microseconds=1))
+    zone = ZoneInfo(timezone)
+    return _local_midnight(day, zone), _local_midnight(day + timedelta(days=1), zone)
+
+
+def parse_instant(value: str, timezone: str) -> datetime | None:
+    """An ISO date or date-time as a UTC instant; without a zone it is the store's local time."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
+    return parsed.astimezone(UTC)
