@@ -181,10 +181,10 @@ def rule_boundaries(trees: tuple[Any, ...], now: datetime, timezone: str) -> lis
 @st.composite
 def moments(draw: st.DrawFn, now: datetime, timezone: str, critical: tuple[datetime, ...] = ()) -> datetime:
     """A random instant: on a boundary of the rules at hand, of any rule, or anywhere near now."""
-    choice = draw(st.integers(0, 2))
-    if choice == 0 and critical:
+    choice = draw(st.integers(0, 3))
+    if choice <= 1 and critical:
         return draw(st.sampled_from(critical))
-    if choice <= 1:
+    if choice <= 2:
         return draw(st.sampled_from(boundaries(now, timezone)))
     return now + timedelta(minutes=draw(st.integers(-400 * 24 * 60, 2 * 24 * 60)))
 
