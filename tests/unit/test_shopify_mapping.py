@@ -753,3 +753,25 @@ def test_order_without_id_is_refused_naming_it() -> None:
     with pytest.raises(InvalidInput) as caught:
         _plan("orders/paid", {**ORDER, "id": None})
     assert caught.value.details == {"field": "id"}
+
+
+def test_orders_fulfilled_becomes_order_fulfilled_with_the_products_shipped() -> None:
+    fulfilled = {
+        **ORDER,
+        "fulfillment_status": "fulfilled",
+        "fulfillments": [
+            {"id": 1, "created_at": "2026-03-04T09:00:00-05:00", "updated_at": "2026-03-04T10:00:00-05:00",
+             "tracking_numbers": ["1Z999"]},
+        ],
+    }  # fmt: skip
+    plan = _plan("orders/fulfilled", fulfilled)
+    assert (plan.resource_key, plan.is_stale_checked) == ("order:450789469", True)
+    [event] = plan.events
+    assert event.event == "Order Fulfilled"
+    assert event.timestamp == _at("2026-03-04T10:00:00-05:00")
+    assert event.properties["order_id"] == "450789469"
+    assert event.properties["fulfillment_status"] == "fulfilled"
+    assert event.properties["tracking_numbers"] == ["1Z999"]
+    assert [p["product_id"] for p in event.properties["products"]] == [
+        p["product_id"] for p in _plan("orders/create", ORDER).events[-1].properties["products"]
+    ]

@@ -35,7 +35,7 @@ SOURCE = "shopify"
 
 CHECKOUT_TOPICS = ("checkouts/create", "checkouts/update")
 CART_TOPICS = ("carts/create", "carts/update")
-ORDER_TOPICS = ("orders/create", "orders/paid", "orders/cancelled")
+ORDER_TOPICS = ("orders/create", "orders/paid", "orders/fulfilled", "orders/cancelled")
 CUSTOMER_TOPICS = ("customers/create", "customers/update")
 PRODUCT_TOPICS = ("products/create", "products/update")
 REFUND_TOPICS = ("refunds/create",)
@@ -60,6 +60,7 @@ STALE_CHECKED_TOPICS = frozenset(
         "customers/update",
         "products/update",
         "orders/paid",
+        "orders/fulfilled",
         "orders/cancelled",
     }
 )
@@ -181,6 +182,8 @@ def map_events(delivery: Delivery, payload: Mapping[str, Any]) -> list[EventRow]
         messages = order_created_messages(payload)
     elif topic == "orders/paid":
         messages = order_paid_messages(payload)
+    elif topic == "orders/fulfilled":
+        messages = order_fulfilled_messages(payload)
     elif topic == "orders/cancelled":
         messages = order_cancelled_messages(payload)
     elif topic in REFUND_TOPICS:
@@ -416,6 +419,28 @@ def order_paid_messages(payload: Mapping[str, Any]) -> list[Message]:
     )
     timestamp = _time(payload.get("updated_at")) or _time(payload.get("processed_at"))
     return [_track("Order Updated", properties, user_id, anonymous_id, timestamp, email, phone)]
+
+
+def order_fulfilled_messages(payload: Mapping[str, Any]) -> list[Message]:
+    """Order Fulfilled (not a Segment spec event; review-request and replenishment flows start
+    from it), with the products shipped so flows can tell soft goods from hard goods."""
+    order_id = _required_id(payload, "id", "orders/fulfilled")
+    user_id, anonymous_id, email, phone = _order_identity(payload, order_id)
+    fulfillments = [_mapping(f) for f in payload.get("fulfillments") or [] if isinstance(f, dict)]
+    shipped_at = max(
+        (t for t in (_time(f.get("updated_at")) or _time(f.get("created_at")) for f in fulfillments) if t),
+        default=None,
+    )
+    properties = _drop_none(
+        {
+            "order_id": order_id,
+            "fulfillment_status": _text(payload.get("fulfillment_status")) or "fulfilled",
+            "products": products_of_line_items(payload.get("line_items")),
+            "tracking_numbers": [n for f in fulfillments for n in f.get("tracking_numbers") or []] or None,
+        }
+    )
+    timestamp = shipped_at or _time(payload.get("updated_at"))
+    return [_track("Order Fulfilled", properties, user_id, anonymous_id, timestamp, email, phone)]
 
 
 def order_cancelled_messages(payload: Mapping[str, Any]) -> list[Message]:
