@@ -133,9 +133,21 @@ def enrol_for_events(session: Session, applied: Sequence[AppliedEvent], now: dat
         candidates.extend(
             (flow, version_id, plan, event) for event in applied if trigger_matches(plan.flow.trigger, event)
         )
+    return enrol(session, candidates, now, timezone)
+
+
+def enrol(
+    session: Session,
+    candidates: Sequence[tuple[Flow, int, stepping.Plan, AppliedEvent]],
+    now: datetime,
+    timezone: str,
+) -> int:
+    """Start runs for explicit (flow, version, plan, trigger event) candidates, through the entry
+    filter, the re-entry policy and the one-active-run rule; returns how many started. The
+    scheduler enrols date and schedule triggers through here with a synthetic trigger event."""
     if not candidates:
         return 0
-    allowed = _entry_filter(session, candidates, now, timezone)
+    allowed = _entry_filter(session, list(candidates), now, timezone)
     last_entries = _last_entries(session, {(flow.id, event.customer_id) for flow, _, _, event in allowed})
     started = 0
     rows: list[dict[str, Any]] = []
