@@ -562,3 +562,22 @@ class OutboxEntry(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_outbox_status_created_at", "status", "created_at"),)
+
+
+class FlowScheduleMark(Base):
+    """One occurrence of a flow's date or schedule trigger that has fired (its enrolment is in the
+    same transaction), so it fires once across passes, restarts and workers.
+
+    Unique per flow, not per version: editing a live campaign must not send it again.
+    """
+
+    __tablename__ = "flow_schedule_marks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    flow_id: Mapped[int] = mapped_column(BigId, ForeignKey("flows.id", ondelete="CASCADE"))
+    flow_version_id: Mapped[int] = mapped_column(BigId, ForeignKey("flow_versions.id"))
+    occurrence_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enrolled: Mapped[int] = mapped_column(Integer, default=0)  # runs started for this occurrence
+
+    __table_args__ = (UniqueConstraint("flow_id", "occurrence_at"),)
