@@ -581,6 +581,337 @@ def lists_export(
         console.print(f"{written} members written to {output}")
 
 
+# --- flows --------------------------------------------------------------------------------------
+
+flows_app = typer.Typer(
+    help="Flows: apply files, create from the library, list, show counts, turn on and off, export.",
+    no_args_is_help=True,
+)
+app.add_typer(flows_app, name="flows")
+
+
+def _flow_problem_lines(exc: WinbackError) -> list[str]:
+    """A flow error, then every problem on its own line: where (line, node, path) and what."""
+    problems = exc.details.get("problems") or []
+    lines = [exc.message]
+    for problem in problems:
+        where = []
+        if problem.get("line"):
+            where.append(f"line {problem['line']}")
+        if problem.get("node_id"):
+            where.append(f"node {problem['node_id']!r}")
+        if problem.get("path"):
+            where.append(str(problem["path"]))
+        lines.append(f"  {', '.join(where) or 'flow'}: {problem['message']}")
+    return lines
+
+
+def _flow_failure(exc: WinbackError) -> typer.Exit:
+    _print_flow_problems(exc)
+    return typer.Exit(1)
+
+
+def _flow_or_fail(session: Any, flow_id: int) -> Any:
+    from winback.flows import service
+
+    try:
+        return service.get_flow(session, flow_id)
+    except WinbackError as exc:
+        raise fail(exc.message) from None
+
+
+@flows_app.command("apply")
+def flows_apply(
+    files: Annotated[list[Path], typer.Argument(help="Flow files (.yaml, .yml or .json).")],
+    name: Annotated[
+        str | None, typer.Option(help="Name to save under (one file only; default: the file name).")
+    ] = None,
+) -> None:
+    """Save each file as a flow: a new draft, or a new version of the flow of that name.
+
+    An invalid file is reported with every problem and nothing from it is written; the others are
+    still applied, and the command exits 1. A file identical to the current version changes nothing."""
+    from sqlalchemy import select
+
+    from winback.db.engine import transaction
+    from winback.db.models import Flow, FlowVersion
+    from winback.flows import files as flow_files
+    from winback.flows import service
+
+    if name is not None and len(files) != 1:
+        raise fail("--name goes with a single file")
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    failed = 0
+    for file in files:
+        try:
+            parsed = flow_files.load_flow_file(file)
+        except WinbackError as exc:
+            failed += 1
+            _print_flow_problems(exc)
+            continue
+        flow_name = (name or file.stem).strip()
+        data = parsed.model_dump(mode="json")
+        try:
+            with transaction(runtime.engine) as session:
+                existing = session.scalar(select(Flow).where(Flow.name == flow_name))
+                if existing is None:
+                    flow = service.create_flow(
+                        session, name=flow_name, definition=data, now=runtime.clock.now()
+                    )
+                    typer.echo(f"{file}: created flow {flow.id} {flow_name!r} (draft, version 1)")
+                    continue
+                current = session.get(FlowVersion, existing.current_version_id)
+                if current is not None and current.definition == data:
+                    typer.echo(
+                        f"{file}: flow {existing.id} {flow_name!r} unchanged (version {current.version})"
+                    )
+                    continue
+                version = service.update_definition(session, existing.id, data, runtime.clock.now())
+                typer.echo(
+                    f"{file}: flow {existing.id} {flow_name!r} now at version {version.version} "
+                    f"({existing.status}; runs under way stay on their version)"
+                )
+        except WinbackError as exc:
+            failed += 1
+            _print_flow_problems(exc, prefix=f"{file}: ")
+    if failed:
+        raise fail(f"{failed} of {len(files)} files not applied")
+
+
+def _print_flow_problems(exc: WinbackError, prefix: str = "") -> None:
+    lines = _flow_problem_lines(exc)
+    console.print("[red]error:[/red] ", end="")
+    console.print(prefix + "\n".join(lines), markup=False, highlight=False)
+
+
+@flows_app.command("list")
+def flows_list() -> None:
+    """List flows: id, name, status, current version, runs in progress."""
+    from sqlalchemy import select
+
+    from winback.db.engine import reading
+    from winback.db.models import Flow
+    from winback.flows import reporting
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    with reading(runtime.engine) as session:
+        flows = list(session.scalars(select(Flow).order_by(Flow.id)))
+        runs = reporting.runs_by_version(session, [flow.id for flow in flows])
+        numbers = reporting.version_numbers(
+            session, [flow.current_version_id for flow in flows if flow.current_version_id is not None]
+        )
+        owners = reporting.version_owners(session, runs)
+    in_progress: dict[int, int] = {}
+    for version_id, counted in runs.items():
+        owner = owners[version_id]
+        in_progress[owner] = in_progress.get(owner, 0) + counted["in_progress"]
+    for flow in flows:
+        version = numbers.get(flow.current_version_id) if flow.current_version_id else None
+        typer.echo(
+            f"{flow.id}\t{flow.name}\t{flow.status}\tv{version}\t{in_progress.get(flow.id, 0)} in progress"
+        )
+
+
+def _describe_trigger(trigger: Any) -> str:
+    if trigger.type == "event":
+        where = f" where {len(trigger.where)} filter(s)" if trigger.where else ""
+        return f"event {trigger.event!r}{where}"
+    if trigger.type in ("segment_entered", "segment_exited"):
+        return f"{trigger.type.replace('_', ' ')} {trigger.segment_id}"
+    if trigger.type == "list_joined":
+        return f"list joined {trigger.list_id}"
+    if trigger.type == "date":
+        return f"{trigger.property} {trigger.offset_days:+d} days at {trigger.at.isoformat('minutes')}"
+    if trigger.type == "property_changed":
+        return f"property {trigger.property!r} changed"
+    return f"schedule for segment {trigger.segment_id}: " + (trigger.cron or f"once at {trigger.at}")
+
+
+@flows_app.command("show")
+def flows_show(flow_id: Annotated[int, typer.Argument(help="The flow's id.")]) -> None:
+    """A flow's summary and, per node, runs entered, waiting, passed and exited (current version)."""
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from winback.db.engine import reading
+    from winback.db.models import FlowVersion
+    from winback.flows import definition, reporting
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    with reading(runtime.engine) as session:
+        flow = _flow_or_fail(session, flow_id)
+        versions = list(
+            session.scalars(
+                select(FlowVersion).where(FlowVersion.flow_id == flow.id).order_by(FlowVersion.version)
+            )
+        )
+        current = next(version for version in versions if version.id == flow.current_version_id)
+        parsed = definition.parse_flow(current.definition)
+        counts = reporting.flow_counts(session, flow.id, current.id, parsed)
+        overall = reporting.flow_counts(session, flow.id, None, parsed)
+    out = RichConsole(width=160)
+    out.print(
+        f"[bold]flow {flow.id}[/bold] {flow.name!r} — {flow.status}, version {current.version} of {len(versions)}"
+    )
+    if flow.description:
+        out.print(flow.description)
+    out.print(
+        f"trigger: {_describe_trigger(parsed.trigger)}; start: {parsed.start}; {len(parsed.nodes)} nodes"
+    )
+    if parsed.exit_when:
+        out.print(
+            "exits when: "
+            + ", ".join(c.type + (f" {c.event!r}" if hasattr(c, "event") else "") for c in parsed.exit_when)
+        )
+    totals = counts.runs
+    out.print(
+        f"runs on version {current.version}: {totals.started} started, {totals.in_progress} in progress, "
+        f"{totals.completed} completed, {totals.exited} exited (all versions: {overall.runs.started} started)"
+    )
+    table = Table("node", "type", "entered", "waiting", "passed", "exited", "outcomes")
+    for node in counts.nodes:
+        kind = f"{node.type}: {node.action}" if node.action else (node.type or "(older version)")
+        table.add_row(
+            node.node_id,
+            kind,
+            str(node.entered),
+            str(node.waiting),
+            str(node.passed),
+            ", ".join(f"{reason} {count}" for reason, count in node.exited.items()),
+            ", ".join(f"{outcome} {count}" for outcome, count in node.outcomes.items()),
+        )
+    out.print(table)
+
+
+def _set_flow_status(flow_id: int, status: str) -> None:
+    from winback.db.engine import transaction
+    from winback.flows import service
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    try:
+        with transaction(runtime.engine) as session:
+            flow = service.set_status(session, flow_id, status, runtime.clock.now())
+            name = flow.name
+    except WinbackError as exc:
+        raise fail(exc.message) from None
+    typer.echo(f"flow {flow_id} {name!r} is {status}")
+
+
+@flows_app.command("activate")
+def flows_activate(flow_id: Annotated[int, typer.Argument(help="The flow's id.")]) -> None:
+    """Turn a flow on: its trigger enrols customers into the current version."""
+    _set_flow_status(flow_id, "live")
+
+
+@flows_app.command("pause")
+def flows_pause(flow_id: Annotated[int, typer.Argument(help="The flow's id.")]) -> None:
+    """Stop enrolling; runs already under way carry on to their end."""
+    _set_flow_status(flow_id, "paused")
+
+
+@flows_app.command("templates")
+def flows_templates() -> None:
+    """List the ready flows and their parameters (`winback flows create --template NAME`)."""
+    from winback.flows import library
+
+    for info in library.templates():
+        typer.echo(f"{info.name}\t{info.title}\t{info.description}")
+        for parameter in info.parameters:
+            default = "required" if parameter.default is None else f"default {parameter.default}"
+            typer.echo(f"  --param {parameter.name}=…  ({parameter.type}, {default}) {parameter.description}")
+
+
+@flows_app.command("create")
+def flows_create(
+    template: Annotated[str, typer.Option(help="A ready flow (see `winback flows templates`).")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="key=value for the template; repeat for each.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name to save under (default: the template's title).")
+    ] = None,
+) -> None:
+    """Save a draft flow from the library; print its id."""
+    from winback.db.engine import transaction
+    from winback.flows import library, service
+
+    parameters: dict[str, str] = {}
+    for item in param or []:
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise fail(f"--param {item!r}: write it as key=value")
+        if key.strip() in parameters:
+            raise fail(f"--param {key.strip()!r} is given twice")
+        parameters[key.strip()] = value
+    try:
+        info = library.get(template)
+        rendered = library.render(template, **parameters)
+    except WinbackError as exc:
+        raise _flow_failure(exc) from None
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    try:
+        with transaction(runtime.engine) as session:
+            flow = service.create_flow(
+                session,
+                name=name or info.title,
+                description=info.description,
+                definition=rendered.model_dump(mode="json"),
+                now=runtime.clock.now(),
+            )
+            flow_id, saved_name = flow.id, flow.name
+    except WinbackError as exc:
+        raise _flow_failure(exc) from None
+    typer.echo(
+        f"created flow {flow_id} {saved_name!r} (draft); turn it on with `winback flows activate {flow_id}`"
+    )
+
+
+@flows_app.command("export")
+def flows_export(
+    flow_id: Annotated[int, typer.Argument(help="The flow's id.")],
+    file_format: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+    version: Annotated[int | None, typer.Option(help="A version number (default: the current one).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Write a flow's definition as a file `winback flows apply` takes back."""
+    from sqlalchemy import select
+
+    from winback.db.engine import reading
+    from winback.db.models import FlowVersion
+    from winback.flows import definition
+    from winback.flows import files as flow_files
+
+    if file_format not in ("yaml", "json"):
+        raise fail(f"--format must be yaml or json, not {file_format!r}")
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    with reading(runtime.engine) as session:
+        flow = _flow_or_fail(session, flow_id)
+        query = select(FlowVersion).where(FlowVersion.flow_id == flow.id)
+        if version is None:
+            query = query.where(FlowVersion.id == flow.current_version_id)
+        else:
+            query = query.where(FlowVersion.version == version)
+        found = session.scalar(query)
+        if found is None:
+            raise fail(f"flow {flow_id} has no version {version}")
+        stored = found.definition
+    text = flow_files.dump_flow(definition.parse_flow(stored), file_format)  # type: ignore[arg-type]
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"flow {flow_id} written to {output}")
+
+
 def main() -> None:
     app()
 

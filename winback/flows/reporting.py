@@ -217,3 +217,12 @@ def version_numbers(session: Session, version_ids: Iterable[int]) -> dict[int, i
         return {}
     query = select(FlowVersion.id, FlowVersion.version).where(FlowVersion.id.in_(ids))
     return {version_id: number for version_id, number in session.execute(query)}
+
+
+def version_owners(session: Session, version_ids: Iterable[int]) -> dict[int, int]:
+    """Version id → the id of its flow."""
+    ids = set(version_ids)
+    if not ids:
+        return {}
+    query = select(FlowVersion.id, FlowVersion.flow_id).where(FlowVersion.id.in_(ids))
+    return {version_id: flow_id for version_id, flow_id in session.execute(query)}

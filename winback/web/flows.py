@@ -356,13 +356,10 @@ def _summaries(session: Session, flows: list[Flow]) -> list[FlowSummary]:
     current = reporting.version_numbers(
         session, [flow.current_version_id for flow in flows if flow.current_version_id is not None]
     )
+    owners = reporting.version_owners(session, runs)
     in_progress: dict[int, int] = {}
-    if runs:
-        owners = session.execute(
-            select(FlowVersion.id, FlowVersion.flow_id).where(FlowVersion.id.in_(list(runs)))
-        )
-        for version_id, flow_id in owners:
-            in_progress[flow_id] = in_progress.get(flow_id, 0) + runs[version_id]["in_progress"]
+    for version_id, counted in runs.items():
+        in_progress[owners[version_id]] = in_progress.get(owners[version_id], 0) + counted["in_progress"]
     return [
         FlowSummary(
             id=flow.id,
