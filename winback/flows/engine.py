@@ -272,11 +272,16 @@ def step_due_runs(runtime: Runtime, limit: int = STEP_BATCH) -> int:
         if not runs:
             return 0
         timezone = store.profile_in(session, runtime.settings).timezone
-        contexts = _contexts(session, runs, now, timezone)
+        # Parsed once per batch: the session's identity map holds FlowVersion weakly, so a
+        # `plan_of` per run reloaded the version row each time (two SELECTs and a hash per run).
+        plans = {
+            version_id: plan_of(session, version_id) for version_id in {run.flow_version_id for run in runs}
+        }
+        contexts = _contexts(session, runs, plans, now, timezone)
         for run in runs:
             try:
                 with session.begin_nested():
-                    _step_one(session, run, contexts[run.id], now)
+                    _step_one(session, run, plans[run.flow_version_id], contexts[run.id], now)
             except Exception as exc:  # contained: one broken run never stops the others
                 log.exception("flow run %s failed at node %s", run.id, run.node_id)
                 _record_failure(session, run, exc, now)
@@ -299,8 +304,9 @@ def _record_failure(session: Session, run: FlowRun, exc: Exception, now: datetim
     )
 
 
-def _step_one(session: Session, run: FlowRun, context: stepping.StepContext, now: datetime) -> None:
-    plan = plan_of(session, run.flow_version_id)
+def _step_one(
+    session: Session, run: FlowRun, plan: stepping.Plan, context: stepping.StepContext, now: datetime
+) -> None:
     state = _state_of(run)
     stimulus = _stimulus(plan, state, context)
     result = stepping.step(plan, state, stimulus, context, now)
@@ -372,14 +378,14 @@ def _event_names(plan: stepping.Plan) -> set[str]:
 
 
 def _contexts(
-    session: Session, runs: list[FlowRun], now: datetime, timezone: str
+    session: Session, runs: list[FlowRun], plans: dict[int, stepping.Plan], now: datetime, timezone: str
 ) -> dict[int, stepping.StepContext]:
     """Everything the step function may read, loaded for all claimed runs with a few queries."""
     eval_context = evaluator.EvalContext(now=now, timezone=timezone)
     needs = evaluator.FactNeeds()
     names: set[str] = set()
     for run in runs:
-        plan = plan_of(session, run.flow_version_id)
+        plan = plans[run.flow_version_id]
         names |= _event_names(plan)
         for node in plan.flow.nodes:
             if isinstance(node, d.ConditionNode) and node.rule is not None:
