@@ -1,5 +1,6 @@
 """The worker loop: apply pending events, close abandoned carts, checkouts and sessions,
-re-check segments that change with time alone, and step flow runs that are due.
+re-check segments that change with time alone, enrol date and schedule triggers, and step flow
+runs that are due.
 
 Each pass runs its components one after the other. Singleton work (applying events in order, the
 abandonment sweep) is guarded by a named lease; flow runs are shared out by row locks. Any number
@@ -34,9 +35,11 @@ T = TypeVar("T")
 PROCESSOR_LEASE = "event-processor"
 SWEEPER_LEASE = "abandonment-sweeper"
 SEGMENT_RECHECK_LEASE = "segment-recheck"
+FLOW_SCHEDULER_LEASE = "flow-scheduler"
 MAX_BATCHES_PER_PASS = 20  # full event batches applied before a pass moves on to the sweep
 SWEEP_INTERVAL = 5.0  # seconds between abandonment sweeps (windows are minutes to hours long)
 SEGMENT_RECHECK_POLL = 60.0  # seconds between looks for due time-based segments (at most)
+FLOW_SCHEDULE_POLL = 15.0  # seconds between looks for due date/schedule triggers (cron has minutes)
 STOP_TIMEOUT = 5.0  # seconds BackgroundWorker.stop waits for the loop to finish its pass
 RENEW_FRACTION = 0.5  # a held lease is renewed once less than this share of its ttl remains
 
@@ -53,6 +56,7 @@ class PassReport:
     events_applied: int = 0
     sweep: abandonment.SweepResult | None = None
     segments_rechecked: int = 0
+    flow_runs_scheduled: int = 0
     flow_steps: int = 0
 
     @property
@@ -61,6 +65,7 @@ class PassReport:
             self.events_applied
             + (self.sweep.total if self.sweep else 0)
             + self.segments_rechecked
+            + self.flow_runs_scheduled
             + self.flow_steps
         )
 
@@ -70,6 +75,8 @@ class PassReport:
             parts.append(self.sweep.describe())
         if self.segments_rechecked:
             parts.append(f"re-checked {self.segments_rechecked} time-based segments")
+        if self.flow_runs_scheduled:
+            parts.append(f"started {self.flow_runs_scheduled} scheduled flow runs")
         if self.flow_steps:
             parts.append(f"stepped {self.flow_steps} flow runs")
         return "; ".join(parts)
@@ -84,6 +91,7 @@ class Worker:
         self._lease_expiry: dict[str, datetime] = {}  # leases this worker believes it holds
         self._next_sweep_at: datetime | None = None
         self._next_segment_recheck_at: datetime | None = None
+        self._next_flow_schedule_at: datetime | None = None
 
     def run_once(self) -> int:
         """One pass; returns how much work it did (events applied plus rows closed)."""
@@ -93,9 +101,14 @@ class Worker:
         events_applied = self._contained("event processing", self._process_events, default=0)
         sweep = self._contained("abandonment sweep", self._sweep, default=None)
         rechecked = self._contained("segment re-check", self._recheck_segments, default=0)
+        scheduled = self._contained("flow scheduler", self._schedule_flows, default=0)
         flow_steps = self._contained("flow runs", self._step_flows, default=0)
         return PassReport(
-            events_applied=events_applied, sweep=sweep, segments_rechecked=rechecked, flow_steps=flow_steps
+            events_applied=events_applied,
+            sweep=sweep,
+            segments_rechecked=rechecked,
+            flow_runs_scheduled=scheduled,
+            flow_steps=flow_steps,
         )
 
     def release_leases(self) -> None:
@@ -164,6 +177,20 @@ class Worker:
         interval = min(SEGMENT_RECHECK_POLL, self.runtime.settings.segment_recheck_s)
         self._next_segment_recheck_at = now + timedelta(seconds=interval)
         return membership.recheck_time_based(self.runtime)
+
+    def _schedule_flows(self) -> int:
+        """Enrol the date and schedule triggers that fell due (before stepping, so the new runs are
+        stepped in the same pass)."""
+        from winback.flows import scheduler  # lazy, like the processor
+
+        now = self.runtime.clock.now()
+        if self._next_flow_schedule_at is not None and now < self._next_flow_schedule_at:
+            return 0
+        if not self.holds(FLOW_SCHEDULER_LEASE):
+            return 0
+        # Set before the run, so one that keeps failing is retried once per interval.
+        self._next_flow_schedule_at = now + timedelta(seconds=FLOW_SCHEDULE_POLL)
+        return scheduler.run_schedules(self.runtime)
 
     def _step_flows(self) -> int:
         """Step due flow runs. No lease: each batch claims its runs under row locks (SKIP LOCKED
