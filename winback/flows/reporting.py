@@ -108,19 +108,19 @@ def tally(
     waiting: Counter[str] = Counter()
     ended: dict[str, Counter[str]] = defaultdict(Counter)
     started = in_progress = completed = exited = 0
-    for node_id, status, reason, count in positions:
+    for at_node, status, reason, count in positions:
         started += count
         if status in IN_PROGRESS:
             in_progress += count
-            if node_id is not None:
-                waiting[node_id] += count
+            if at_node is not None:
+                waiting[at_node] += count
             continue
         if status == "completed":
             completed += count
         else:
             exited += count
-        if node_id is not None:
-            ended[node_id][reason or status] += count
+        if at_node is not None:
+            ended[at_node][reason or status] += count
     known = {node.id: node for node in flow.nodes} if flow is not None else {}
     seen = set(entered) | set(outcomes) | set(waiting) | set(ended)
     order = list(known) + sorted(seen - set(known))

@@ -298,8 +298,8 @@ def _template_public(info: library.TemplateInfo) -> TemplatePublic:
                 description=p.description,
                 default=_number(p.default),
                 required=p.default is None,
-                minimum=_number(p.minimum),  # type: ignore[arg-type]
-                maximum=_number(p.maximum),  # type: ignore[arg-type]
+                minimum=_number(p.minimum),
+                maximum=_number(p.maximum),
                 suggested_segment=dict(p.suggested_segment) if p.suggested_segment is not None else None,
             )
             for p in info.parameters
@@ -365,7 +365,7 @@ def _summaries(session: Session, flows: list[Flow]) -> list[FlowSummary]:
             id=flow.id,
             name=flow.name,
             description=flow.description,
-            status=flow.status,  # type: ignore[arg-type]
+            status=flow.status,
             current_version=current.get(flow.current_version_id) if flow.current_version_id else None,
             runs_in_progress=in_progress.get(flow.id, 0),
             created_at=flow.created_at,
@@ -427,7 +427,7 @@ def _runs_public(session: Session, runs: list[FlowRun]) -> list[RunPublic]:
             flow_name=names.get(run.flow_id, ""),
             version=versions[run.flow_version_id].version,
             customer_id=run.customer_id,
-            status=run.status,  # type: ignore[arg-type]
+            status=run.status,
             node_id=run.node_id,
             exit_reason=run.exit_reason,
             checkout_id=run.checkout_id,
