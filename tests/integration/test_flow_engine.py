@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tests.unit.test_flow_definition import ABANDONED_CART
 from winback.db.engine import transaction
-from winback.db.models import Customer, Event, FlowRun, OutboxEntry
+from winback.db.models import Customer, CustomerList, Event, FlowRun, OutboxEntry
 from winback.flows import engine as flow_engine
 from winback.flows import service
 from winback.kernel.clock import VirtualClock
@@ -126,17 +126,25 @@ def test_high_value_customer_who_orders_before_the_first_message_gets_nothing(
 
 
 def test_a_failing_run_records_its_error_and_is_retried_later(runtime: Runtime, clock: VirtualClock) -> None:
+    # given a live flow whose list was deleted after the flow was saved
+    with transaction(runtime.engine) as session:
+        vip = CustomerList(name="vip", created_at=clock.now(), updated_at=clock.now())
+        session.add(vip)
+        session.flush()
+        list_id = vip.id
     flow = {"trigger": {"type": "event", "event": "Checkout Abandoned"}, "start": "join",
-            "nodes": [{"id": "join", "type": "action", "action": {"type": "add_to_list", "list_id": 999}}]}  # fmt: skip
+            "nodes": [{"id": "join", "type": "action", "action": {"type": "add_to_list", "list_id": list_id}}]}  # fmt: skip
     customer_id = _customer(runtime)
     _live_flow(runtime, flow, name="broken")
+    with transaction(runtime.engine) as session:
+        session.execute(sa.delete(CustomerList).where(CustomerList.id == list_id))
     _live_flow(runtime, ABANDONED_CART)
     _abandon(runtime, customer_id)
     assert flow_engine.step_due_runs(runtime) == 2
     with Session(runtime.engine) as session:
         broken, healthy = session.scalars(sa.select(FlowRun).order_by(FlowRun.flow_id)).all()
         assert (broken.attempts, broken.last_error, broken.due_at) == (
-            1, "LookupError: list 999 does not exist", clock.now() + timedelta(seconds=60),
+            1, f"LookupError: list {list_id} does not exist", clock.now() + timedelta(seconds=60),
         )  # fmt: skip
         assert healthy.status == "waiting"
 
@@ -196,3 +204,16 @@ def test_erasing_a_customer_ends_their_runs_and_skips_their_queued_messages(
         assert (entry.status, entry.payload) == ("skipped", {"erased": True})
     clock.advance(timedelta(days=2))
     assert flow_engine.step_due_runs(runtime) == 0
+
+
+def test_a_flow_naming_a_missing_segment_or_list_is_refused(runtime: Runtime) -> None:
+    from winback.kernel.errors import InvalidInput
+
+    flow = {"trigger": {"type": "segment_entered", "segment_id": 41}, "start": "join",
+            "nodes": [{"id": "join", "type": "action", "action": {"type": "add_to_list", "list_id": 42}}]}  # fmt: skip
+    with pytest.raises(InvalidInput) as caught, transaction(runtime.engine) as session:
+        service.create_flow(session, name="dangling", definition=flow, now=runtime.clock.now())
+    assert caught.value.details["problems"] == [
+        {"node_id": None, "path": "trigger", "message": "segment 41 does not exist"},
+        {"node_id": "join", "path": "join", "message": "list 42 does not exist"},
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from tests.unit.test_flow_definition import ABANDONED_CART
 from winback.cli import app
 from winback.db.engine import make_engine
 from winback.db.migrate import upgrade
-from winback.db.models import Flow, FlowVersion
+from winback.db.models import CustomerList, Flow, FlowVersion
 from winback.flows import definition, files, library
 
 runner = CliRunner()
@@ -55,8 +56,15 @@ def test_apply_creates_then_versions_and_leaves_an_unchanged_file_alone(engine: 
     # given the abandoned-cart flow as YAML and a second flow as JSON
     cart = tmp_path / "cart.yaml"
     cart.write_text(files.dump_flow(definition.parse_flow(ABANDONED_CART), "yaml"))
+    with engine.begin() as connection:  # the list the welcome series adds people to
+        now = datetime.now(UTC)
+        list_id = connection.execute(
+            sa.insert(CustomerList)
+            .values(name="newsletter", created_at=now, updated_at=now)
+            .returning(CustomerList.id)
+        ).scalar_one()
     welcome = tmp_path / "welcome.json"
-    welcome.write_text(files.dump_flow(library.render("welcome-series", list_id=3), "json"))
+    welcome.write_text(files.dump_flow(library.render("welcome-series", list_id=list_id), "json"))
     # when both are applied
     result = runner.invoke(app, ["flows", "apply", str(cart), str(welcome)])
     # then each is a new draft
