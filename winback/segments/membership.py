@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
+LIST_JOINED = "List Joined"
 DERIVED_SOURCE = "derived"
 MEMBERSHIP_LOCK = 0x57_1B_AC_5E  # PostgreSQL advisory lock key held by every membership writer
 SEGMENT_GRAPH_LOCK = MEMBERSHIP_LOCK  # saving segments: one lock, so a save and a diff never interleave
@@ -424,8 +425,9 @@ def add_to_list(
     now: datetime,
     timezone: str | None = None,
 ) -> list[int]:
-    """Add customers to a static list; returns those not already on it. Segments that use the list
-    are refreshed for them (`timezone`: the store's, read from the database when not given)."""
+    """Add customers to a static list; returns those not already on it. Each newcomer gets a derived
+    `List Joined` event (what `list_joined` flow triggers listen for), and segments that use the
+    list are refreshed for them (`timezone`: the store's, read from the database when not given)."""
     target = _list(session, list_id)
     dialect = session.get_bind().dialect.name
     added: list[int] = []
@@ -444,8 +446,33 @@ def add_to_list(
         )
     if added:
         target.updated_at = now
+        people = _people(session, added)
+        joined = [
+            list_event(target, customer_id, people[customer_id].user_id, now)
+            for customer_id in sorted(added)
+            if customer_id in people and people[customer_id].is_reachable
+        ]
+        for start in range(0, len(joined), WRITE_CHUNK):
+            append_events(session.connection(), joined[start : start + WRITE_CHUNK])
         refresh_customers(session, added, now, timezone or _store_timezone(session))
     return sorted(added)
+
+
+def list_event(target: CustomerList, customer_id: int, user_id: str | None, now: datetime) -> EventRow:
+    """The derived `List Joined` event of one addition; its message id is unique per list,
+    customer and moment."""
+    return EventRow(
+        message_id=f"derived:list:{target.id}:{customer_id}:joined:{now.isoformat()}",
+        source=DERIVED_SOURCE,
+        type="track",
+        event=LIST_JOINED,
+        user_id=user_id,
+        anonymous_id=None if user_id else f"winback-customer:{customer_id}",
+        properties={"list_id": target.id, "list_name": target.name},
+        timestamp=now,
+        received_at=now,
+        customer_id=customer_id,
+    )
 
 
 def remove_from_list(
