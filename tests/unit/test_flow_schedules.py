@@ -3,6 +3,7 @@ recipients' local times, the latest missed moment after downtime, and who is due
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time
 
 import pytest
@@ -177,3 +178,19 @@ def test_a_wall_time_in_the_spring_gap_moves_past_it() -> None:
     assert scheduler.local_moment(date(2026, 11, 1), time(1, 30), "America/New_York") == _utc(
         2026, 11, 1, 5, 30
     )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ({"cron": "61 * * * *"}, "invalid cron '61 * * * *': Bad minute"),
+        ({"cron": "0 9 31 2 *"}, "invalid cron '0 9 31 2 *': Bad day-of-month"),
+        (
+            {"at": "next friday"},
+            "'at' must be an ISO date-time such as 2026-11-27T09:00:00, got 'next friday'",
+        ),
+    ],
+)
+def test_a_schedule_that_can_never_fire_is_refused_when_saved(schedule: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        d.ScheduleTrigger.model_validate({"type": "schedule", "segment_id": 1, **schedule})

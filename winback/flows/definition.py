@@ -8,10 +8,11 @@ that follow it by id. `validate_flow` returns every problem with the id of the n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import time
+from datetime import datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
+from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from winback.kernel.errors import InvalidInput
@@ -94,6 +95,18 @@ class ScheduleTrigger(Strict):
             raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
         if self.recipient_local_time and self.at is None:
             raise ValueError("'recipient_local_time' goes with 'at'")
+        if self.at is not None:
+            try:
+                datetime.fromisoformat(self.at)
+            except ValueError:
+                raise ValueError(
+                    f"'at' must be an ISO date-time such as 2026-11-27T09:00:00, got {self.at!r}"
+                ) from None
+        if self.cron is not None:
+            try:
+                CronSim(self.cron, datetime(2000, 1, 1))
+            except CronSimError as exc:
+                raise ValueError(f"invalid cron {self.cron!r}: {exc}") from None
         return self
 
 
