@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from tests.unit.test_flow_definition import ABANDONED_CART
 from winback.commerce import abandonment
 from winback.db.models import Base
-from winback.flows import definition
+from winback.flows import definition, simulate
 from winback.flows.simulate import simulate_flow
 from winback.ingest.segment import parse_message
 from winback.ingest.store import store_events
@@ -235,3 +235,19 @@ def test_a_period_that_ends_before_it_starts_is_refused(runtime: Runtime) -> Non
     with pytest.raises(ValueError, match="end after it starts"):
         simulate_flow(runtime.engine, definition.parse_flow(ABANDONED_CART), PERIOD_END, PERIOD_START,
                       timezone="UTC")  # fmt: skip
+
+
+def test_events_are_streamed_in_chunks_with_progress_and_the_same_result(
+    runtime: Runtime, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _store_history(runtime, clock)
+    flow = definition.parse_flow(ABANDONED_CART)
+    whole = simulate_flow(runtime.engine, flow, PERIOD_START, PERIOD_END, timezone="UTC").to_dict()
+    # when the events come five at a time
+    monkeypatch.setattr(simulate, "CHUNK_SIZE", 5)
+    calls: list[tuple[int, int]] = []
+    chunked = simulate_flow(runtime.engine, flow, PERIOD_START, PERIOD_END, timezone="UTC",
+                            progress=lambda done, total: calls.append((done, total))).to_dict()  # fmt: skip
+    # then progress is reported per chunk and the report is the same
+    assert calls == [(0, 13), (5, 13), (10, 13), (13, 13)]
+    assert chunked == whole

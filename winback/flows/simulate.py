@@ -587,7 +587,7 @@ def _survivors(session: Session, customer_ids: set[int]) -> dict[int, int]:
         query = select(Customer.id, Customer.merged_into_id).where(
             one_of(Customer.id, frontier), Customer.merged_into_id.is_not(None)
         )
-        hop: dict[int, int] = {absorbed: survivor for absorbed, survivor in session.execute(query)}
+        hop = {absorbed: survivor for absorbed, survivor in session.execute(query) if survivor is not None}
         for absorbed, survivor in found.items():
             found[absorbed] = hop.get(survivor, survivor)
         for absorbed, survivor in hop.items():
@@ -628,6 +628,7 @@ def _orders_of(
             Order.placed_at < until,
         )
         for customer_id, order_id, placed_at, total, refunded, currency in session.execute(query):
+            assert customer_id is not None  # selected by customer id
             yield OrderPlaced(
                 customer_id=customer_id,
                 order_id=order_id,
