@@ -265,14 +265,15 @@ def check_drained(engine: Engine, first: int, last: int) -> None:
 # --- the drain: engine workers and the raw baseline ---------------------------------------------
 
 
-def _engine_worker(url: str, go: Any, results: Any) -> None:
+def _engine_worker(url: str, ready: Any, go: Any, results: Any) -> None:
     """Child process: `step_due_runs` until a claim comes back empty."""
     logging.basicConfig(level=logging.WARNING)
     runtime = Runtime(
         settings=Settings(database_url=url), engine=db_engine.make_engine(url), clock=SystemClock()
     )
-    flow_engine.step_due_runs(runtime, limit=1)  # connect and load the plan before the clock starts:
-    go.wait()  # nothing is due yet, so this first call steps nothing
+    flow_engine.step_due_runs(runtime, limit=1)  # connect and import before the clock; nothing is due yet
+    ready.put(True)
+    go.wait()
     stepped = 0
     while (count := flow_engine.step_due_runs(runtime)) > 0:
         stepped += count
@@ -280,7 +281,7 @@ def _engine_worker(url: str, go: Any, results: Any) -> None:
     runtime.engine.dispose()
 
 
-def _baseline_worker(url: str, go: Any, results: Any) -> None:
+def _baseline_worker(url: str, ready: Any, go: Any, results: Any) -> None:
     """Child process: the bare claim-and-update loop on the raw driver, same writes as the engine."""
     engine = db_engine.make_engine(url)
     sqlite = db_engine.is_sqlite(engine)
@@ -309,6 +310,7 @@ def _baseline_worker(url: str, go: Any, results: Any) -> None:
     action = {"type": "send_sms", "body": "Your cart misses you"}
     if not sqlite:
         raw.commit()
+    ready.put(True)
     go.wait()
     stepped = 0
     while True:
@@ -344,13 +346,14 @@ def _baseline_worker(url: str, go: Any, results: Any) -> None:
 def drain(engine: Engine, url: str, target: Any, processes: int, first: int, last: int, label: str) -> float:
     """Make runs first..last due and time `processes` copies of `target` draining them; steps/s."""
     context = multiprocessing.get_context("spawn")
-    go, results = context.Event(), context.Queue()
+    ready, go, results = context.Queue(), context.Event(), context.Queue()
     children = [
-        context.Process(target=target, args=(url, go, results), daemon=True) for _ in range(processes)
+        context.Process(target=target, args=(url, ready, go, results), daemon=True) for _ in range(processes)
     ]
     for child in children:
         child.start()
-    time.sleep(0.5)  # let the children import and connect (each also waits on `go`)
+    for _ in children:  # each has imported and connected; only then does the sample fall due
+        ready.get(timeout=SERVER_START_TIMEOUT)
     make_due(engine, first, last)
     expected = last - first + 1
     log(f"  {label}: {expected} runs due")
