@@ -912,6 +912,65 @@ def flows_export(
         console.print(f"flow {flow_id} written to {output}")
 
 
+@flows_app.command("simulate")
+def flows_simulate(
+    flow: Annotated[str, typer.Argument(help="A flow id, or a flow file (YAML/JSON) to try before saving.")],
+    start: Annotated[
+        str, typer.Option("--from", help="Start date or date-time (store timezone when no zone).")
+    ],
+    end: Annotated[str, typer.Option("--to", help="End date or date-time (exclusive).")],
+    attribution_days: Annotated[
+        float, typer.Option(help="Days after entry an order counts for the flow.")
+    ] = 5,
+) -> None:
+    """Back-test a flow: replay the stored events of a period through it on a virtual clock, with no
+    sends and no change to live data, and print what it would have done."""
+    import json
+    from datetime import timedelta
+
+    from rich.progress import Progress
+
+    from winback import store
+    from winback.db.engine import reading
+    from winback.db.models import FlowVersion
+    from winback.flows import definition, simulate
+    from winback.flows import files as flow_files
+    from winback.segments import periods
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    with reading(runtime.engine) as session:
+        timezone = store.profile_in(session, runtime.settings).timezone
+        try:
+            if flow.isdigit():
+                found = _flow_or_fail(session, int(flow))
+                version = session.get(FlowVersion, found.current_version_id)
+                plan = definition.parse_flow(version.definition if version else {})
+            else:
+                plan = flow_files.load_flow_file(Path(flow))
+        except WinbackError as exc:
+            raise fail(exc.message) from None
+    start_at, end_at = periods.parse_instant(start, timezone), periods.parse_instant(end, timezone)
+    if start_at is None or end_at is None:
+        raise fail("--from and --to take ISO dates or date-times, e.g. 2026-03-01 or 2026-03-01T09:00")
+    if end_at <= start_at:
+        raise fail("--to must be after --from")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replaying events", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            report = simulate.simulate_flow(
+                runtime.engine, plan, start_at, end_at, timezone=timezone,
+                attribution_window=timedelta(days=attribution_days), progress=advance,
+            )  # fmt: skip
+        except WinbackError as exc:
+            raise fail(exc.message) from None
+    typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+
+
 def main() -> None:
     app()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -25,10 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from winback import store
 from winback.db.engine import reading, transaction
 from winback.db.models import Flow, FlowRun, FlowVersion
 from winback.flows import definition as d
-from winback.flows import library, reporting, service
+from winback.flows import library, reporting, service, simulate
 from winback.kernel.errors import InvalidInput, NotFound
 from winback.web import schemas
 from winback.web.admin import (
@@ -601,6 +602,57 @@ def validate_flow(
     with _definition_errors():
         d.parse_flow(definition)
     return ValidationResult(valid=True, problems=[])
+
+
+class SimulationRequest(Input):
+    """Back-test a flow on the stored events of [from, to) — its current version, another saved
+    version, or an unsaved `definition` — with no sends and no change to live data."""
+
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    version: int | None = Field(default=None, ge=1)
+    definition: dict[str, Any] | None = None
+    attribution_days: float = Field(default=5, gt=0, le=365)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _period(self) -> SimulationRequest:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("'from' and 'to' need a timezone (e.g. 2026-03-01T00:00:00Z)")
+        if self.end <= self.start:
+            raise ValueError("'to' must be after 'from'")
+        if self.version is not None and self.definition is not None:
+            raise ValueError("give 'version' or 'definition', not both")
+        return self
+
+
+@router.post(
+    "/flows/{flow_id}/simulate",
+    tags=["flows"],
+    summary="Back-test: replay a period's stored events through the flow, on a virtual clock",
+    responses=_NOT_FOUND,
+)
+def simulate_flow(flow_id: FlowId, body: SimulationRequest, runtime: AdminDep) -> dict[str, Any]:
+    with reading(runtime.engine) as session:
+        flow = service.get_flow(session, flow_id)
+        if body.definition is not None:
+            with _definition_errors():
+                plan = d.parse_flow(body.definition)
+        else:
+            found = (
+                _version(session, flow_id, body.version)
+                if body.version
+                else session.get(FlowVersion, flow.current_version_id)
+            )
+            assert found is not None
+            plan = d.parse_flow(found.definition)
+        timezone = store.profile_in(session, runtime.settings).timezone
+    report = simulate.simulate_flow(
+        runtime.engine, plan, body.start, body.end, timezone=timezone,
+        attribution_window=timedelta(days=body.attribution_days),
+    )  # fmt: skip
+    return report.to_dict()
 
 
 def _switch(flow_id: int, status: str, runtime: Any) -> FlowSummary:
