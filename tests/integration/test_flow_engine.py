@@ -217,3 +217,27 @@ def test_a_flow_naming_a_missing_segment_or_list_is_refused(runtime: Runtime) ->
         {"node_id": None, "path": "trigger", "message": "segment 41 does not exist"},
         {"node_id": "join", "path": "join", "message": "list 42 does not exist"},
     ]
+
+
+def test_a_flow_adding_to_a_list_starts_the_list_joined_flow(runtime: Runtime, clock: VirtualClock) -> None:
+    from winback.processing.processor import process_pending
+
+    with transaction(runtime.engine) as session:
+        vip = CustomerList(name="vip", created_at=clock.now(), updated_at=clock.now())
+        session.add(vip)
+        session.flush()
+        list_id = vip.id
+    customer_id = _customer(runtime)
+    _live_flow(runtime, {"trigger": {"type": "event", "event": "Checkout Abandoned"}, "start": "join",
+                         "nodes": [{"id": "join", "type": "action", "action": {"type": "add_to_list", "list_id": list_id}}]},
+               name="tag vips")  # fmt: skip
+    _live_flow(runtime, {"trigger": {"type": "list_joined", "list_id": list_id}, "start": "hello",
+                         "nodes": [{"id": "hello", "type": "action", "action": {"type": "send_sms", "body": "Welcome, VIP"}}]},
+               name="vip welcome")  # fmt: skip
+    _abandon(runtime, customer_id)
+    flow_engine.step_due_runs(runtime)  # joins the list: a List Joined event is written
+    process_pending(runtime)  # … which starts the second flow
+    flow_engine.step_due_runs(runtime)
+    assert [kind for _, kind, _ in _outbox(runtime.engine)] == ["add_to_list", "send_sms"]
+    with Session(runtime.engine) as session:
+        assert session.scalar(sa.select(Event.event).where(Event.source == "derived")) == "List Joined"

@@ -42,7 +42,7 @@ from winback.flows import stepping
 from winback.ingest import store as event_store
 from winback.ingest.segment import EventRow
 from winback.runtime import Runtime
-from winback.segments import evaluator, facts
+from winback.segments import evaluator, facts, membership
 
 log = logging.getLogger(__name__)
 
@@ -478,10 +478,11 @@ def _apply_inside(session: Session, run: FlowRun, action: Any, now: datetime) ->
     elif isinstance(action, d.SetProperty):
         customer.properties = {**(customer.properties or {}), action.property: action.value}
     elif isinstance(action, d.ListAction):
-        if session.get(CustomerList, action.list_id) is None:
+        target = session.get(CustomerList, action.list_id)
+        if target is None:
             raise LookupError(f"list {action.list_id} does not exist")
-        membership = session.get(ListMembership, (action.list_id, run.customer_id))
-        if action.type == "add_to_list" and membership is None:
+        membership_row = session.get(ListMembership, (action.list_id, run.customer_id))
+        if action.type == "add_to_list" and membership_row is None:
             session.add(
                 ListMembership(
                     list_id=action.list_id,
@@ -490,8 +491,19 @@ def _apply_inside(session: Session, run: FlowRun, action: Any, now: datetime) ->
                     source=f"flow:{run.flow_id}",
                 )
             )
-        elif action.type == "remove_from_list" and membership is not None:
-            session.delete(membership)
+            # Through the event stream, not in place: the processor then refreshes the segments
+            # that use the list and starts list-joined flows (taking the membership lock here,
+            # under the runs' row locks, would invert the processor's lock order).
+            session.flush()
+            event_store.append_events(
+                session.connection(), [membership.list_event(target, customer.id, customer.user_id, now)]
+            )
+        elif action.type == "remove_from_list" and membership_row is not None:
+            session.delete(membership_row)
+            session.flush()
+            event_store.append_events(
+                session.connection(), [membership.list_left_event(target, customer.id, customer.user_id, now)]
+            )
     elif isinstance(action, d.ConversionGoal):
         event_store.append_events(
             session.connection(),

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
 LIST_JOINED = "List Joined"
+LIST_LEFT = "List Left"
 DERIVED_SOURCE = "derived"
 MEMBERSHIP_LOCK = 0x57_1B_AC_5E  # PostgreSQL advisory lock key held by every membership writer
 SEGMENT_GRAPH_LOCK = MEMBERSHIP_LOCK  # saving segments: one lock, so a save and a diff never interleave
@@ -472,6 +473,16 @@ def list_event(target: CustomerList, customer_id: int, user_id: str | None, now:
         timestamp=now,
         received_at=now,
         customer_id=customer_id,
+    )
+
+
+def list_left_event(target: CustomerList, customer_id: int, user_id: str | None, now: datetime) -> EventRow:
+    """The derived `List Left` event of one removal by a flow (so segments using the list are
+    refreshed when it is processed)."""
+    return replace(
+        list_event(target, customer_id, user_id, now),
+        message_id=f"derived:list:{target.id}:{customer_id}:left:{now.isoformat()}",
+        event=LIST_LEFT,
     )
 
 
