@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from winback import store
 from winback.db.engine import transaction
@@ -278,7 +279,30 @@ def step_due_runs(runtime: Runtime, limit: int = STEP_BATCH) -> int:
             version_id: plan_of(session, version_id) for version_id in {run.flow_version_id for run in runs}
         }
         contexts = _contexts(session, runs, plans, now, timezone)
+        # Fast path: step every run in memory, then write all their outbox rows in one statement
+        # and all their new states in one executemany. Runs whose commands act inside winback
+        # (tags, lists, …), runs whose step raised, and — should the batch write fail — every run,
+        # take the careful path: one savepoint each, so a broken run is contained.
+        careful: list[FlowRun] = []
+        stepped: list[tuple[FlowRun, stepping.StepResult]] = []
         for run in runs:
+            try:
+                result = _step(run, plans[run.flow_version_id], contexts[run.id], now)
+            except Exception:
+                careful.append(run)
+                continue
+            if any(command.action.type not in OUTBOUND for command in result.commands):
+                careful.append(run)
+            else:
+                stepped.append((run, result))
+        if stepped:
+            try:
+                with session.begin_nested():
+                    _write_batch(session, stepped, now)
+            except Exception:
+                log.exception("writing %d stepped runs at once failed; writing them one by one", len(stepped))
+                careful.extend(run for run, _ in stepped)
+        for run in careful:
             try:
                 with session.begin_nested():
                     _step_one(session, run, plans[run.flow_version_id], contexts[run.id], now)
@@ -286,6 +310,26 @@ def step_due_runs(runtime: Runtime, limit: int = STEP_BATCH) -> int:
                 log.exception("flow run %s failed at node %s", run.id, run.node_id)
                 _record_failure(session, run, exc, now)
         return len(runs)
+
+
+RUN_STATE_COLUMNS = (
+    "node_id", "status", "node_entered_at", "wake_at", "due_at", "exit_reason", "history", "updated_at",
+    "last_error", "attempts", "finished_at", "active_key",
+)  # fmt: skip
+
+
+def _write_batch(session: Session, stepped: list[tuple[FlowRun, stepping.StepResult]], now: datetime) -> None:
+    """Outbox rows of many runs in one INSERT (a key already there is skipped: a replay), then
+    their states, every column flagged so the UPDATEs share one shape (one executemany)."""
+    rows = [_outbox_row(run, command, now) for run, result in stepped for command in result.commands]
+    if rows:
+        outbox: Table = OutboxEntry.__table__  # type: ignore[assignment]
+        session.execute(insert_or_ignore(session.get_bind().dialect.name, outbox, ["idempotency_key"]), rows)
+    for run, result in stepped:
+        _store_state(run, result.state, now)
+        for column in RUN_STATE_COLUMNS:
+            flag_modified(run, column)
+    session.flush()
 
 
 def _record_failure(session: Session, run: FlowRun, exc: Exception, now: datetime) -> None:
@@ -304,12 +348,17 @@ def _record_failure(session: Session, run: FlowRun, exc: Exception, now: datetim
     )
 
 
+def _step(
+    run: FlowRun, plan: stepping.Plan, context: stepping.StepContext, now: datetime
+) -> stepping.StepResult:
+    state = _state_of(run)
+    return stepping.step(plan, state, _stimulus(plan, state, context), context, now)
+
+
 def _step_one(
     session: Session, run: FlowRun, plan: stepping.Plan, context: stepping.StepContext, now: datetime
 ) -> None:
-    state = _state_of(run)
-    stimulus = _stimulus(plan, state, context)
-    result = stepping.step(plan, state, stimulus, context, now)
+    result = _step(run, plan, context, now)
     for command in result.commands:
         _apply(session, run, command, context, now)
     _store_state(run, result.state, now)
@@ -432,36 +481,38 @@ def _contexts(
 # --- commands -----------------------------------------------------------------------------------
 
 
+def _outbox_row(run: FlowRun, command: stepping.Command, now: datetime) -> dict[str, Any]:
+    kind = command.action.type
+    return {
+        "idempotency_key": command.key,
+        "run_id": run.id,
+        "flow_id": run.flow_id,
+        "node_id": command.node_id,
+        "customer_id": run.customer_id,
+        "kind": kind,
+        "payload": {
+            "action": command.action.model_dump(mode="json"),
+            "trigger": run.trigger,
+            "run_id": run.id,
+            "flow_id": run.flow_id,
+        },
+        "status": "pending" if kind in OUTBOUND else "applied",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def _apply(
     session: Session, run: FlowRun, command: stepping.Command, context: stepping.StepContext, now: datetime
 ) -> None:
-    action = command.action
-    kind = action.type
-    payload = {
-        "action": action.model_dump(mode="json"),
-        "trigger": run.trigger,
-        "run_id": run.id,
-        "flow_id": run.flow_id,
-    }
     outbox: Table = OutboxEntry.__table__  # type: ignore[assignment]
     inserted = session.execute(
         insert_or_ignore(session.get_bind().dialect.name, outbox, ["idempotency_key"]).returning(outbox.c.id),
-        {
-            "idempotency_key": command.key,
-            "run_id": run.id,
-            "flow_id": run.flow_id,
-            "node_id": command.node_id,
-            "customer_id": run.customer_id,
-            "kind": kind,
-            "payload": payload,
-            "status": "pending" if kind in OUTBOUND else "applied",
-            "created_at": now,
-            "updated_at": now,
-        },
+        _outbox_row(run, command, now),
     )
-    if inserted.first() is None or kind in OUTBOUND:
+    if inserted.first() is None or command.action.type in OUTBOUND:
         return  # already done once (a replay), or the sending pipeline's to carry out
-    _apply_inside(session, run, action, now)
+    _apply_inside(session, run, command.action, now)
 
 
 def _apply_inside(session: Session, run: FlowRun, action: Any, now: datetime) -> None:
