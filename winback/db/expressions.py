@@ -9,7 +9,9 @@ from sqlalchemy import Boolean, ColumnElement, Insert, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql import coercions, roles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 
 def insert_or_ignore(dialect_name: str, table: Table, conflict_columns: list[str] | None = None) -> Insert:
@@ -19,30 +21,39 @@ def insert_or_ignore(dialect_name: str, table: Table, conflict_columns: list[str
 
 
 class OneOf(ColumnElement[bool]):
-    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`: one parameter instead of
-    hundreds, so the statement stays short (psycopg only caches statements under 4 KB) and its
-    text is the same for every batch."""
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`.
+
+    One parameter holds all the values, so the statement's text is the same whatever their number:
+    it is compiled once and cached by SQLAlchemy, and psycopg (which only caches statements under
+    4 KB) sees a short statement. Both parameters are part of the construct's cache key (without
+    their values), so a cached statement always binds the values of the call at hand.
+    """
 
     type = Boolean()
-    inherit_cache = False  # the values are not part of a cache key
+    _is_implicitly_boolean = True  # a plain `… IN (…)` in WHERE, never `(… IN (…)) = 1`
+    inherit_cache = True
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("expanding", InternalTraversal.dp_clauseelement),
+        ("array", InternalTraversal.dp_clauseelement),
+    ]
 
     def __init__(self, column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]) -> None:
-        self.column = column
-        self.values = list(values)
+        self.column = coercions.expect(roles.ExpressionElementRole, column)
+        listed = list(values)
+        self.expanding = bindparam(None, listed, expanding=True, type_=self.column.type)
+        self.array = bindparam(None, listed, type_=postgresql.ARRAY(self.column.type))
 
 
 @compiles(OneOf)
 def _one_of_in(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.column.in_(element.values), **kw)
+    return compiler.process(element.column.in_(element.expanding), **kw)
 
 
 @compiles(OneOf, "postgresql")
 def _one_of_any(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
-    array = bindparam(None, element.values, type_=postgresql.ARRAY(element.column.type))
-    return compiler.process(element.column == any_(array), **kw)
+    return compiler.process(element.column == any_(element.array), **kw)
 
 
-def one_of(
-    column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]
-) -> ColumnElement[bool]:
+def one_of(column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]) -> ColumnElement[bool]:
     return OneOf(column, values)
