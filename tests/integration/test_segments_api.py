@@ -515,9 +515,10 @@ def test_csv_import_reports_each_row_by_line(
         (people["ann"], "api"),
         (people["bob"], "api"),
     ]
-    # no Segment events are written for list changes without segments
+    # each addition is announced as a List Joined event (list-joined flows start from it)
     with engine.connect() as connection:
-        assert connection.scalar(sa.select(sa.func.count()).select_from(Event)) == 0
+        joined = connection.execute(sa.select(Event.event, Event.customer_id).order_by(Event.id)).all()
+        assert sorted(joined) == sorted([("List Joined", people["ann"]), ("List Joined", people["bob"])])
 
 
 def test_csv_import_without_an_identifying_column_changes_nothing(admin_client: TestClient) -> None:
