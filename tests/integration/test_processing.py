@@ -190,6 +190,7 @@ def test_checkout_to_order_refund_and_cancel(send, engine, clock) -> None:  # ty
             Decimal("0.00"),
             None,
         )
+        assert (customer.first_order_at, customer.last_order_at) == (None, None)  # no order left
 
 
 def test_consent_is_recorded_with_proof_and_never_inferred(send, engine) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from winback.commerce import catalog
@@ -896,11 +896,20 @@ def on_order_cancelled(
     if order is None or order.status == "cancelled":
         return
     owner = _order_customer(context, customer, order)
-    if owner is not None:
-        aggregates.remove_order(owner, order.total - order.refunded_total)
     order.status = "cancelled"
     order.cancelled_at = at
     order.updated_at = context.now
+    if owner is not None:
+        aggregates.remove_order(owner, order.total - order.refunded_total)
+        # First/last order dates must not point at a cancelled order ("not ordered for 90 days"
+        # reads them): look up the customer's remaining orders — cancellations are rare.
+        context.session.flush()
+        first, last = context.session.execute(
+            select(func.min(Order.placed_at), func.max(Order.placed_at)).where(
+                Order.customer_id == owner.id, Order.status != "cancelled"
+            )
+        ).one()
+        owner.first_order_at, owner.last_order_at = first, last
 
 
 HANDLERS = {
