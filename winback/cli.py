@@ -1,4 +1,4 @@
-"""The `winback` command line: serve, worker, db, keys, import, demo, segments, lists."""
+"""The `winback` command line: serve, worker, db, keys, import, demo, segments, lists, flows."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def _first_start_keys(runtime: Runtime) -> None:
 
 @app.command()
 def worker() -> None:
-    """Process events and run background work until stopped (Ctrl-C)."""
+    """Apply events, detect abandonment, keep segments current and run flows until stopped (Ctrl-C)."""
     from winback.worker.runner import run_forever
 
     runtime = _runtime()
@@ -584,7 +584,7 @@ def lists_export(
 # --- flows --------------------------------------------------------------------------------------
 
 flows_app = typer.Typer(
-    help="Flows: apply files, create from the library, list, show counts, turn on and off, export.",
+    help="Flows: apply files, create from the library, list, show counts, turn on and off, export, back-test (simulate).",
     no_args_is_help=True,
 )
 app.add_typer(flows_app, name="flows")
