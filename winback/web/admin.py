@@ -107,6 +107,23 @@ def _page_by_id(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
     return rows, encode_cursor(rows[-1].id)
 
 
+def page_by_id(
+    session: Session,
+    statement: Any,
+    id_column: Any,
+    limit: int,
+    cursor: str | None,
+    *,
+    newest_first: bool = False,
+) -> tuple[list[Any], str | None]:
+    """One keyset page of `statement`'s rows ordered by `id_column`, and the cursor to the next."""
+    if cursor is not None:
+        (position,) = decode_cursor(cursor, int)
+        statement = statement.where(id_column < position if newest_first else id_column > position)
+    ordered = statement.order_by(id_column.desc() if newest_first else id_column).limit(limit + 1)
+    return _page_by_id(list(session.scalars(ordered)), limit)
+
+
 # --- store --------------------------------------------------------------------------------------
 
 
@@ -423,12 +440,8 @@ def list_checkouts(
         statement = statement.where(Checkout.kind == kind)
     if customer_id is not None:
         statement = statement.where(Checkout.customer_id == customer_id)
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, int)
-        statement = statement.where(Checkout.id < after_id)
-    statement = statement.order_by(Checkout.id.desc()).limit(limit + 1)
     with reading(runtime.engine) as session:
-        rows, next_cursor = _page_by_id(list(session.scalars(statement)), limit)
+        rows, next_cursor = page_by_id(session, statement, Checkout.id, limit, cursor, newest_first=True)
     return schemas.Page(
         items=[schemas.CheckoutPublic.model_validate(row) for row in rows], next_cursor=next_cursor
     )
@@ -458,12 +471,8 @@ def list_orders(
         statement = statement.where(Order.status == status)
     if since is not None:
         statement = statement.where(Order.placed_at >= as_utc(since))
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, int)
-        statement = statement.where(Order.id < after_id)
-    statement = statement.order_by(Order.id.desc()).limit(limit + 1)
     with reading(runtime.engine) as session:
-        rows, next_cursor = _page_by_id(list(session.scalars(statement)), limit)
+        rows, next_cursor = page_by_id(session, statement, Order.id, limit, cursor, newest_first=True)
         lines: dict[int, list[OrderLine]] = {row.id: [] for row in rows}
         if rows:
             for line in session.scalars(

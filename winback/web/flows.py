@@ -38,8 +38,7 @@ from winback.web.admin import (
     MAX_LIMIT,
     PREFIX,
     _customer_or_redirect,
-    decode_cursor,
-    encode_cursor,
+    page_by_id,
 )
 from winback.web.auth import AdminDep, require_admin
 
@@ -451,14 +450,7 @@ def _page_of_runs(
     session: Session, statement: Any, limit: int, cursor: str | None
 ) -> schemas.Page[RunPublic]:
     """Runs newest first (by id), `limit` at a time."""
-    if cursor is not None:
-        (before_id,) = decode_cursor(cursor, int)
-        statement = statement.where(FlowRun.id < before_id)
-    rows = list(session.scalars(statement.order_by(FlowRun.id.desc()).limit(limit + 1)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].id)
+    rows, next_cursor = page_by_id(session, statement, FlowRun.id, limit, cursor, newest_first=True)
     return schemas.Page(items=_runs_public(session, rows), next_cursor=next_cursor)
 
 
@@ -540,15 +532,8 @@ def list_flows(
     statement = select(Flow)
     if status is not None:
         statement = statement.where(Flow.status == status)
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, int)
-        statement = statement.where(Flow.id > after_id)
     with reading(runtime.engine) as session:
-        rows = list(session.scalars(statement.order_by(Flow.id).limit(limit + 1)))
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1].id)
+        rows, next_cursor = page_by_id(session, statement, Flow.id, limit, cursor)
         return schemas.Page(items=_summaries(session, rows), next_cursor=next_cursor)
 
 

@@ -31,7 +31,15 @@ from winback.profiles import contact
 from winback.runtime import Runtime
 from winback.segments import compiler, csvio, library, membership, rules, service
 from winback.web import schemas
-from winback.web.admin import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, PREFIX, decode_cursor, encode_cursor
+from winback.web.admin import (
+    DEFAULT_LIMIT,
+    MAX_ID,
+    MAX_LIMIT,
+    PREFIX,
+    decode_cursor,
+    encode_cursor,
+    page_by_id,
+)
 from winback.web.auth import AdminDep, require_admin
 
 SAMPLE_SIZE = 20  # customers shown by a preview
@@ -342,16 +350,8 @@ def create_segment(body: SegmentCreate, runtime: AdminDep) -> SegmentPublic:
 def list_segments(
     runtime: AdminDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> schemas.Page[SegmentPublic]:
-    statement = select(Segment)
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, int)
-        statement = statement.where(Segment.id > after_id)
     with reading(runtime.engine) as session:
-        rows = list(session.scalars(statement.order_by(Segment.id).limit(limit + 1)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].id)
+        rows, next_cursor = page_by_id(session, select(Segment), Segment.id, limit, cursor)
     return schemas.Page(items=[SegmentPublic.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
@@ -499,16 +499,8 @@ def create_list(body: ListCreate, runtime: AdminDep) -> ListPublic:
 def list_lists(
     runtime: AdminDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> schemas.Page[ListPublic]:
-    statement = select(CustomerList)
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, int)
-        statement = statement.where(CustomerList.id > after_id)
     with reading(runtime.engine) as session:
-        rows = list(session.scalars(statement.order_by(CustomerList.id).limit(limit + 1)))
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1].id)
+        rows, next_cursor = page_by_id(session, select(CustomerList), CustomerList.id, limit, cursor)
         return schemas.Page(items=_lists_public(session, rows), next_cursor=next_cursor)
 
 
