@@ -176,16 +176,21 @@ class BatchProcessor:
         self._start_and_wake_flows()
 
     def _uniform_updates(self) -> None:
-        """Write every loaded column of each changed row, so a table's UPDATEs in this batch share
-        one shape and reach the database as one executemany instead of one statement per shape."""
+        """Give a table's changed rows in this batch one UPDATE shape — the union of the columns
+        any of them changed — so they reach the database as one executemany instead of one
+        statement per shape, without rewriting columns nobody changed."""
+        changed: dict[type, list[Any]] = {}
         for instance in self.session.dirty:
-            columns = UNIFORM_UPDATE_COLUMNS.get(type(instance))
-            if columns is None or inspect(instance).key is None:
-                continue
-            state = instance.__dict__
-            for column in columns:
-                if column in state:
-                    flag_modified(instance, column)
+            if type(instance) in UNIFORM_UPDATE_COLUMNS and inspect(instance).key is not None:
+                changed.setdefault(type(instance), []).append(instance)
+        for model, instances in changed.items():
+            columns = set().union(*(inspect(instance).committed_state.keys() for instance in instances))
+            columns &= set(UNIFORM_UPDATE_COLUMNS[model])
+            for instance in instances:
+                state = instance.__dict__
+                for column in columns:
+                    if column in state:
+                        flag_modified(instance, column)
 
     def _keys_of(self, prepared: PreparedEvent) -> list[identity.Key]:
         row = prepared.row
