@@ -56,8 +56,13 @@ def add_refund(customer: Any, amount: Decimal) -> None:
 
 
 def see(customer: Any, at: datetime) -> None:
-    customer.last_seen_at = _latest(customer.last_seen_at, at)
-    customer.first_seen_at = _earliest(customer.first_seen_at, at)
+    """Widen the seen window to `at`; attributes are only set when they move (this runs per event)."""
+    last = customer.last_seen_at
+    if last is None or at > last:
+        customer.last_seen_at = at
+    first = customer.first_seen_at
+    if first is None or at < first:
+        customer.first_seen_at = at
 
 
 def combine_profiles(survivor: Any, absorbed: Any) -> None:

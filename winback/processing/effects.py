@@ -246,7 +246,8 @@ def apply_event(
     if row.source != "derived":
         aggregates.see(customer, at)
         _close_dwell(context, customer, at)
-    customer.updated_at = context.now
+    if customer.updated_at != context.now:
+        customer.updated_at = context.now
     if update is not None:
         traits.apply_update(customer, update)
         _record_consent(context, customer, row, update.consent)
