@@ -147,8 +147,8 @@ def _first_start_keys(runtime: Runtime) -> None:
     write = apikeys.create_key(runtime.engine, name="default write key", scope="write", now=now)
     admin = apikeys.create_key(runtime.engine, name="default admin key", scope="admin", now=now)
     console.print("[bold]First start: created keys (shown only now, store them safely):[/bold]")
-    console.print(f"  write key (tracking clients, Basic username): {write.secret}")
-    console.print(f"  admin key (Authorization: Bearer …):          {admin.secret}")
+    console.print(f"  write key (tracking clients, Basic username): {write.secret}", soft_wrap=True)
+    console.print(f"  admin key (Authorization: Bearer …):          {admin.secret}", soft_wrap=True)
 
 
 @app.command()
