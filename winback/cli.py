@@ -405,20 +405,29 @@ def segments_export(
     ] = None,
 ) -> None:
     """Export a segment's members as CSV: id, user_id, email, phone, first_name, last_name, entered_at."""
-    from winback.db.engine import reading
     from winback.segments import csvio, service
+
+    _export_members(
+        lambda session: service.get_segment(session, segment_id),
+        lambda after, size: csvio.segment_members_statement(segment_id, after, size),
+        csvio.SEGMENT_MEMBER_COLUMNS,
+        output,
+    )
+
+
+def _export_members(check: Any, statement_for: Any, columns: Any, output: Path | None) -> None:
+    """Stream a segment's or list's members as CSV (after `check` confirms it exists)."""
+    from winback.db.engine import reading
+    from winback.segments import csvio
 
     runtime = _runtime()
     migrate.upgrade(runtime.engine)
     try:
         with reading(runtime.engine) as session:
-            service.get_segment(session, segment_id)
+            check(session)
     except WinbackError as exc:
         raise fail(exc.message) from None
-    rows = csvio.iter_members(
-        runtime.engine, lambda after, size: csvio.segment_members_statement(segment_id, after, size)
-    )
-    written = _write_csv(csvio.SEGMENT_MEMBER_COLUMNS, rows, output)
+    written = _write_csv(columns, csvio.iter_members(runtime.engine, statement_for), output)
     if output is not None:
         console.print(f"{written} members written to {output}")
 
@@ -563,22 +572,14 @@ def lists_export(
     ] = None,
 ) -> None:
     """Export a list's members as CSV: id, user_id, email, phone, first_name, last_name, added_at, source."""
-    from winback.db.engine import reading
     from winback.segments import csvio, service
 
-    runtime = _runtime()
-    migrate.upgrade(runtime.engine)
-    try:
-        with reading(runtime.engine) as session:
-            service.get_list(session, list_id)
-    except WinbackError as exc:
-        raise fail(exc.message) from None
-    rows = csvio.iter_members(
-        runtime.engine, lambda after, size: csvio.list_members_statement(list_id, after, size)
+    _export_members(
+        lambda session: service.get_list(session, list_id),
+        lambda after, size: csvio.list_members_statement(list_id, after, size),
+        csvio.LIST_MEMBER_COLUMNS,
+        output,
     )
-    written = _write_csv(csvio.LIST_MEMBER_COLUMNS, rows, output)
-    if output is not None:
-        console.print(f"{written} members written to {output}")
 
 
 # --- flows --------------------------------------------------------------------------------------
