@@ -114,7 +114,17 @@ def _merge_product(row: Product, info: ProductInfo, now: datetime) -> None:
 def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetime) -> None:
     """Create or enrich products, variants and collection links in the caller's transaction."""
     by_product: dict[str, list[ProductInfo]] = {}
+    seen: set[tuple[Any, ...]] = set()
     for info in infos:
+        if not info.properties:  # the same snapshot seen again (a product viewed twice) adds nothing
+            key = (
+                info.product_id, info.name, info.sku, info.brand, info.category, info.price, info.currency,
+                info.image_url, info.url, info.collections, info.variant_id, info.variant_name,
+                info.variant_sku, info.variant_price, info.variant_image_url,
+            )  # fmt: skip
+            if key in seen:
+                continue
+            seen.add(key)
         by_product.setdefault(info.product_id, []).append(info)
     if not by_product:
         return

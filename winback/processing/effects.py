@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from winback.commerce import catalog
 from winback.db.expressions import one_of
@@ -375,21 +376,23 @@ def _close_dwell(context: BatchContext, customer: Customer, at: datetime) -> Non
 
 def _viewed(context: BatchContext, customer: Customer, at: datetime, entry: dict[str, Any]) -> None:
     browse = _open_session(context, customer, "browse", at)
-    items = list(browse.items or [])
-    for index, item in enumerate(items):
+    if browse.items is None:
+        browse.items = []
+    items = browse.items
+    for item in items:
         if item.get("kind") == entry["kind"] and item.get("id") == entry["id"]:
-            updated = {**item, **{k: v for k, v in entry.items() if v is not None}}
-            updated["views"] = int(item.get("views", 0)) + 1
-            updated["last_viewed_at"] = at.isoformat()
-            updated["on_page"] = True
-            items[index] = updated
+            item.update((k, v) for k, v in entry.items() if v is not None)
+            item["views"] = int(item.get("views", 0)) + 1
+            item["last_viewed_at"] = at.isoformat()
+            item["on_page"] = True
             break
     else:
         items.append(
             {**entry, "views": 1, "dwell_seconds": 0.0, "last_viewed_at": at.isoformat(), "on_page": True}
         )
-    browse.items = items
-    browse.last_activity_at = max(browse.last_activity_at, at)
+    flag_modified(browse, "items")  # changed in place: a view is the hottest path of all
+    if at > browse.last_activity_at:
+        browse.last_activity_at = at
 
 
 def _convert_sessions(context: BatchContext, customer: Customer, at: datetime) -> None:
