@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, exists, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -121,6 +121,10 @@ def reentry_allows(policy: d.ReentryPolicy, last_entered_at: datetime | None, no
         return False
     assert policy.days is not None
     return now - last_entered_at >= timedelta(days=policy.days)
+
+
+def any_live_flows(session: Session) -> bool:
+    return session.scalar(select(exists().where(Flow.status == "live"))) is True
 
 
 def enrol_for_events(session: Session, applied: Sequence[AppliedEvent], now: datetime, timezone: str) -> int:

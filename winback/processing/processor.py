@@ -328,21 +328,23 @@ class BatchProcessor:
     def _start_and_wake_flows(self) -> None:
         """Triggers fire for the batch's events, and the touched customers' waiting runs are looked
         at now (an order may end them, an awaited event resume them)."""
-        applied = [
-            flow_engine.AppliedEvent(
-                customer_id=prepared.customer.id,
-                event=prepared.row.event,
-                type=prepared.row.type,
-                properties=prepared.row.properties or {},
-                traits=prepared.row.traits or {},
-                timestamp=prepared.row.timestamp,
-                message_id=prepared.row.message_id,
-            )
-            for prepared in self.events
-            if prepared.customer is not None
-        ]
-        flow_engine.enrol_for_events(self.session, applied, self.now, self.profile.timezone)
-        flow_engine.wake_for_events(self.session, {event.customer_id for event in applied}, self.now)
+        touched = {prepared.customer.id for prepared in self.events if prepared.customer is not None}
+        if flow_engine.any_live_flows(self.session):  # most batches of a store without flows stop here
+            applied = [
+                flow_engine.AppliedEvent(
+                    customer_id=prepared.customer.id,
+                    event=prepared.row.event,
+                    type=prepared.row.type,
+                    properties=prepared.row.properties or {},
+                    traits=prepared.row.traits or {},
+                    timestamp=prepared.row.timestamp,
+                    message_id=prepared.row.message_id,
+                )
+                for prepared in self.events
+                if prepared.customer is not None
+            ]
+            flow_engine.enrol_for_events(self.session, applied, self.now, self.profile.timezone)
+        flow_engine.wake_for_events(self.session, touched, self.now)
 
     def _mark_processed(self) -> None:
         """Stamp the batch's events as applied (and with their customer) in one statement."""
