@@ -37,7 +37,6 @@ from winback.segments import membership
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500  # events per transaction when no limit is given
 
 
 def _value_columns(model: type[Base]) -> tuple[str, ...]:
@@ -83,14 +82,16 @@ class IdentityBook:
 
 
 def process_pending(runtime: Runtime, limit: int | None = None) -> int:
-    """Apply unprocessed events; one batch of at most `limit`, or everything when limit is None."""
+    """Apply unprocessed events; one batch of at most `limit`, or everything when limit is None
+    (in batches of `WINBACK_PROCESS_BATCH_SIZE`)."""
     if limit is not None:
         return process_batch(runtime, limit)
+    size = runtime.settings.process_batch_size
     applied = 0
     while True:
-        count = process_batch(runtime, BATCH_SIZE)
+        count = process_batch(runtime, size)
         applied += count
-        if count < BATCH_SIZE:
+        if count < size:
             return applied
 
 
