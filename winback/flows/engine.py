@@ -430,6 +430,18 @@ def _event_names(plan: stepping.Plan) -> set[str]:
     return names
 
 
+def _reads_profile(plan: stepping.Plan) -> bool:
+    """Whether stepping this plan may read the customer's profile: segment-rule conditions,
+    unsubscribe exits, and delays in the customer's timezone or until their birthday."""
+    if any(isinstance(condition, d.UnsubscribedExit) for condition in plan.flow.exit_when):
+        return True
+    return any(
+        (isinstance(node, d.ConditionNode) and node.rule is not None)
+        or (isinstance(node, d.DelayNode) and node.duration is None)
+        for node in plan.flow.nodes
+    )
+
+
 def _contexts(
     session: Session, runs: list[FlowRun], plans: dict[int, stepping.Plan], now: datetime, timezone: str
 ) -> dict[int, stepping.StepContext]:
@@ -444,7 +456,9 @@ def _contexts(
             if isinstance(node, d.ConditionNode) and node.rule is not None:
                 needs = needs.merge(evaluator.needs(node.rule, eval_context))
     customer_ids = {run.customer_id for run in runs}
-    known = facts.load_facts(session, customer_ids, needs, eval_context)
+    # Profiles only for runs whose plan reads them (a plain delay-then-message flow reads none).
+    profiled = {run.customer_id for run in runs if _reads_profile(plans[run.flow_version_id])}
+    known = facts.load_facts(session, profiled, needs, eval_context) if profiled else {}
     events: dict[int, list[evaluator.EventFact]] = defaultdict(list)
     if names:
         earliest = min(run.entered_at for run in runs)
