@@ -418,23 +418,32 @@ def segment_members(
     cursor: Cursor = None,
     format: Format = None,
 ) -> Any:
+    return _members_page(
+        runtime, request, format, limit, cursor,
+        check=lambda session: service.get_segment(session, segment_id),
+        statement_for=lambda after, size: csvio.segment_members_statement(segment_id, after, size),
+        model=SegmentMember, columns=csvio.SEGMENT_MEMBER_COLUMNS, filename=f"segment-{segment_id}-members.csv",
+    )  # fmt: skip
+
+
+def _members_page(
+    runtime: Any, request: Request, format: str | None, limit: int, cursor: str | None, *,
+    check: Any, statement_for: Any, model: Any, columns: Any, filename: str,
+) -> Any:  # fmt: skip
+    """A segment's or list's members: a keyset page as JSON, or all of them streamed as CSV."""
     after_id = decode_cursor(cursor, int)[0] if cursor is not None else None
+    wants_csv = _wants_csv(request, format)
     with reading(runtime.engine) as session:
-        service.get_segment(session, segment_id)
-        if not _wants_csv(request, format):
-            rows = list(session.execute(csvio.segment_members_statement(segment_id, after_id, limit + 1)))
-    if _wants_csv(request, format):
-        members = csvio.iter_members(
-            runtime.engine, lambda after, size: csvio.segment_members_statement(segment_id, after, size)
-        )
-        return _csv_response(
-            csvio.csv_chunks(csvio.SEGMENT_MEMBER_COLUMNS, members), f"segment-{segment_id}-members.csv"
-        )
+        check(session)  # 404 for an unknown segment or list, before anything is streamed
+        rows = [] if wants_csv else list(session.execute(statement_for(after_id, limit + 1)))
+    if wants_csv:
+        members = csvio.iter_members(runtime.engine, statement_for)
+        return _csv_response(csvio.csv_chunks(columns, members), filename)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].id)
-    return schemas.Page(items=[SegmentMember.model_validate(row) for row in rows], next_cursor=next_cursor)
+    return schemas.Page(items=[model.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
 # --- lists --------------------------------------------------------------------------------------
@@ -704,27 +713,12 @@ def list_members(
     cursor: Cursor = None,
     format: Format = None,
 ) -> Any:
-    after_id = decode_cursor(cursor, int)[0] if cursor is not None else None
-    wants_csv = _wants_csv(request, format)
-    with reading(runtime.engine) as session:
-        service.get_list(session, list_id)
-        rows = (
-            []
-            if wants_csv
-            else list(session.execute(csvio.list_members_statement(list_id, after_id, limit + 1)))
-        )
-    if wants_csv:
-        members = csvio.iter_members(
-            runtime.engine, lambda after, size: csvio.list_members_statement(list_id, after, size)
-        )
-        return _csv_response(
-            csvio.csv_chunks(csvio.LIST_MEMBER_COLUMNS, members), f"list-{list_id}-members.csv"
-        )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].id)
-    return schemas.Page(items=[ListMember.model_validate(row) for row in rows], next_cursor=next_cursor)
+    return _members_page(
+        runtime, request, format, limit, cursor,
+        check=lambda session: service.get_list(session, list_id),
+        statement_for=lambda after, size: csvio.list_members_statement(list_id, after, size),
+        model=ListMember, columns=csvio.LIST_MEMBER_COLUMNS, filename=f"list-{list_id}-members.csv",
+    )  # fmt: skip
 
 
 @router.post(
