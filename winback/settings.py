@@ -8,7 +8,9 @@ API (`PUT /api/v1/store`) is kept in the database and overrides the `store_*` va
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -103,6 +105,59 @@ class Settings(BaseSettings):
     process_batch_size: int = 1000  # events per transaction: bigger batches share fixed costs
 
     cors_origins: list[str] = ["*"]
+
+    # --- messaging (docs/messaging.md) ---
+    # The address shoppers reach winback at: tracked links, open pixels, unsubscribe pages, MMS
+    # media and provider callbacks are built from it.
+    public_url: str = "http://localhost:8000"
+    # Where each channel goes: `outbox` keeps messages in winback only (GET /api/v1/messages),
+    # `console` also prints them to the log, the others call the real provider.
+    sms_provider: Literal["outbox", "console", "twilio"] = "outbox"
+    email_provider: Literal["outbox", "console", "smtp"] = "outbox"
+    push_provider: Literal["outbox", "console", "webpush"] = "outbox"
+    slack_provider: Literal["outbox", "console", "slack"] = "outbox"
+    webhook_provider: Literal["outbox", "console", "http"] = "http"
+    meta_provider: Literal["outbox", "console", "meta"] = "outbox"
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None  # E.164 sender, or …
+    twilio_messaging_service_sid: str | None = None  # … a messaging service (one of the two)
+    twilio_base_url: str = "https://api.twilio.com"
+    sms_price_per_part: Decimal = Field(default=Decimal("0.0079"), ge=0)  # cost estimate, store currency
+    mms_price: Decimal = Field(default=Decimal("0.0200"), ge=0)
+    sms_help_text: str | None = None  # reply to HELP; default names the shop and its support contact
+
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_s: float = 30.0
+    email_from: str = "shop@localhost"  # "Shop Name <hello@shop.example>" allowed
+    email_reply_to: str | None = None
+
+    vapid_subject: str | None = None  # mailto: or https: contact for push services; default support email
+    slack_webhook_url: str | None = None
+    webhook_signing_secret: str | None = None  # HMAC-SHA256 of each webhook body, X-Winback-Signature
+    webhook_timeout_s: float = 10.0
+    meta_access_token: str | None = None
+    meta_base_url: str = "https://graph.facebook.com/v21.0"
+    shopify_shop_domain: str | None = None  # e.g. my-shop.myshopify.com: discount codes are pushed there
+    shopify_admin_token: str | None = None
+    shopify_admin_base_url: str | None = None  # default https://{shop domain}/admin/api/2024-10
+
+    # Quiet hours for marketing SMS, in the recipient's local time: "HH:MM-HH:MM" when sending
+    # is allowed; overrides by country ("US") or region ("US-TX", "CA-QC").
+    quiet_hours_window: str = "08:00-21:00"
+    quiet_hours_overrides: dict[str, str] = {}
+    # Frequency caps across flows (marketing only): "channel[:category]" → "count/hours".
+    frequency_caps: dict[str, str] = {"sms": "1/24", "sms:cart_recovery": "1/48", "email": "3/24"}
+    # Sending pace per provider or "provider:sender": messages (SMS: parts) per second; 0 = no limit.
+    send_rates: dict[str, float] = {"twilio": 1.0, "smtp": 20.0, "webpush": 50.0}
+    send_max_attempts: int = Field(default=8, ge=1)
+    send_batch_size: int = Field(default=200, ge=1)
+    attribution_window_days: int = Field(default=5, ge=1)  # orders counted as converted by a message
 
     @model_validator(mode="after")
     def _valid_store_profile(self) -> Settings:

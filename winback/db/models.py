@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -581,3 +582,164 @@ class FlowScheduleMark(Base):
     enrolled: Mapped[int] = mapped_column(Integer, default=0)  # runs started for this occurrence
 
     __table_args__ = (UniqueConstraint("flow_id", "occurrence_at"),)
+
+
+# --- messaging ----------------------------------------------------------------------------------
+
+
+class Message(Base):
+    """One message (or external call) made from an outbox row, with its current state.
+
+    Every change of state is also a `MessageEvent` row: the current columns answer "where is it
+    now", the events answer "what happened, and why wasn't it sent?".
+    `status`: queued | deferred | sending | sent | delivered | failed | skipped | unknown.
+    `unknown` means the provider may or may not have accepted it (a timeout after the request was
+    sent); such a message is never sent again blindly.
+    """
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outbox_id: Mapped[int | None] = mapped_column(BigId, unique=True)  # null: a test or direct send
+    flow_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    run_id: Mapped[int | None] = mapped_column(BigId)
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # sms | mms | email | push | slack | webhook | meta
+    transactional: Mapped[bool] = mapped_column(Boolean, default=False)
+    category: Mapped[str | None] = mapped_column(String(64))  # the flow's, for frequency caps
+    priority: Mapped[int] = mapped_column(Integer, default=50)
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(String(32))  # twilio | smtp | webpush | outbox | console …
+    sender: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # the from number/address, for pacing
+    to_address: Mapped[str | None] = mapped_column(String(2000))
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    media_urls: Mapped[list[str]] = mapped_column(Json, default=list)
+    sms_encoding: Mapped[str | None] = mapped_column(String(8))  # GSM-7 | UCS-2
+    sms_parts: Mapped[int | None] = mapped_column(Integer)
+    provider_message_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a worker is sending it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first open
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first click
+
+    __table_args__ = (
+        Index(
+            "ix_messages_due",
+            "next_attempt_at",
+            sqlite_where=text("next_attempt_at IS NOT NULL"),
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+        ),
+        Index("ix_messages_customer_id_channel_sent_at", "customer_id", "channel", "sent_at"),
+    )
+
+
+class MessageEvent(Base):
+    """Append-only: one row per change of a message's state (queued, deferred until…, sent,
+    delivered, failed because…, opened, clicked, unsubscribed, bounced, complained)."""
+
+    __tablename__ = "message_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TrackedLink(Base):
+    """A short link (`/l/{code}`) standing for one URL in one message."""
+
+    __tablename__ = "tracked_links"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    message_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DiscountCode(Base):
+    """A discount code winback made (always recorded here; pushed to Shopify when configured)."""
+
+    __tablename__ = "discount_codes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    outbox_id: Mapped[int | None] = mapped_column(BigId, unique=True)
+    run_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # percent | amount | free_shipping
+    value: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    currency: Mapped[str] = mapped_column(String(3))
+    single_use: Mapped[bool] = mapped_column(Boolean, default=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    shopify_price_rule_id: Mapped[str | None] = mapped_column(String(64))
+    shopify_status: Mapped[str | None] = mapped_column(String(16))  # null | pushed | failed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription (RFC 8030 endpoint and RFC 8291 keys)."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    endpoint: Mapped[str] = mapped_column(String(2000), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Suppression(Base):
+    """An address that must not be messaged on a channel: unsubscribed, bounced, complained,
+    invalid. Checked for marketing and transactional messages alike (except `unsubscribed`,
+    which only stops marketing)."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))  # sms | email | push
+    address: Mapped[str] = mapped_column(String(2000))  # normalised: E.164 or lower-cased email
+    reason: Mapped[str] = mapped_column(String(32))  # unsubscribed | bounced | complained | invalid | manual
+    details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+
+
+class MediaAsset(Base):
+    """An image winback serves at a public URL (`/media/{token}`): MMS cart grids."""
+
+    __tablename__ = "media_assets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    content_type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SecretValue(Base):
+    """Keys winback generates for itself and must keep (the VAPID key pair for web push)."""
+
+    __tablename__ = "secret_values"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

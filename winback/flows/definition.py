@@ -168,12 +168,14 @@ ExitCondition = Annotated[
 class SendSms(Strict):
     type: Literal["send_sms"]
     body: str = Field(min_length=1, max_length=1600)
+    transactional: bool = False  # an order confirmation, not marketing: no opt-in, quiet hours or caps
 
 
 class SendMms(Strict):
     type: Literal["send_mms"]
     body: str = Field(min_length=1, max_length=1600)
     media: Literal["cart_grid"] | str = "cart_grid"  # the cart's product images as one grid, or a URL
+    transactional: bool = False
 
 
 class SendEmail(Strict):
@@ -181,6 +183,7 @@ class SendEmail(Strict):
     subject: str = Field(min_length=1, max_length=300)
     html: str | None = None
     text: str = Field(min_length=1)
+    transactional: bool = False
 
 
 class SendPush(Strict):
@@ -188,6 +191,7 @@ class SendPush(Strict):
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=1000)
     url: str | None = None
+    transactional: bool = False
 
 
 class ListAction(Strict):
@@ -360,6 +364,9 @@ class FlowDefinition(Strict):
     start: str
     nodes: list[Node] = Field(min_length=1, max_length=500)
     priority: int = Field(default=50, ge=0, le=100)  # higher wins when frequency caps collide
+    # Frequency caps may have a cap of their own per category ("sms:cart_recovery": "1/48").
+    category: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,64}$")
+    when_capped: Literal["skip", "defer"] = "skip"  # a marketing message over a cap
 
 
 _DEFINITION = TypeAdapter(FlowDefinition)

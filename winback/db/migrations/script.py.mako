@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
-import winback.db.types
 from sqlalchemy import Text  # noqa: F401  (autogenerate renders JSONB(astext_type=Text()))
 ${imports if imports else ""}
+import winback.db.types
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}

@@ -1,0 +1,1 @@
+"""Channel adapters: one small interface (`base.Channel`), one module per provider."""
