@@ -1,0 +1,112 @@
+"""Every change of a message's state: the current columns on `messages`, one `message_events` row,
+and — for what shoppers do with messages — an event in the stream that segments and flows read.
+
+`Message Sent`, `Message Delivered`, `Message Opened`, `Message Clicked`, `Message Failed`,
+`Message Unsubscribed` and `Message Converted` carry `message_id`, `flow_id` (a string, as
+segment rules compare it), `node_id`, `channel` (`sms` for MMS too, with `message_type: mms`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy.orm import Session
+
+from winback.db.models import Customer, Message, MessageEvent
+from winback.ingest import store as event_store
+from winback.ingest.segment import EventRow
+
+# Message status → the stream event shoppers' segments and flows see (None: not a stream event).
+STREAM_EVENTS: Final[dict[str, str]] = {
+    "sent": "Message Sent",
+    "delivered": "Message Delivered",
+    "opened": "Message Opened",
+    "clicked": "Message Clicked",
+    "failed": "Message Failed",
+    "unsubscribed": "Message Unsubscribed",
+    "converted": "Message Converted",
+}
+
+# Statuses that move the message's own `status` column (the others are engagement on top of it).
+DELIVERY_STATUSES: Final = frozenset(
+    {"queued", "deferred", "sending", "sent", "delivered", "failed", "skipped", "unknown", "undelivered"}
+)
+
+CUSTOMER_CHANNELS: Final = frozenset({"sms", "mms", "email", "push"})
+
+
+def record(
+    session: Session,
+    message: Message,
+    status: str,
+    now: datetime,
+    *,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    stream: bool = True,
+) -> MessageEvent:
+    """Record one change of state of `message` in the caller's transaction."""
+    details = details or {}
+    if status in DELIVERY_STATUSES:
+        message.status = status
+        message.status_reason = reason
+    if status == "sent" and message.sent_at is None:
+        message.sent_at = now
+    elif status == "delivered" and message.delivered_at is None:
+        message.delivered_at = now
+    elif status == "opened" and message.opened_at is None:
+        message.opened_at = now
+    elif status == "clicked" and message.clicked_at is None:
+        message.clicked_at = now
+    message.updated_at = now
+    row = MessageEvent(message_id=message.id, status=status, reason=reason, details=details, at=now)
+    session.add(row)
+    event_name = STREAM_EVENTS.get(status)
+    if stream and event_name and message.customer_id is not None and message.channel in CUSTOMER_CHANNELS:
+        session.flush()  # the message event's id makes the stream event's id
+        _emit(session, message, event_name, row, now, reason, details)
+    return row
+
+
+def _emit(
+    session: Session,
+    message: Message,
+    event_name: str,
+    row: MessageEvent,
+    now: datetime,
+    reason: str | None,
+    details: dict[str, Any],
+) -> None:
+    customer = session.get(Customer, message.customer_id)
+    if customer is None or customer.erased_at is not None:
+        return
+    properties: dict[str, Any] = {
+        "message_id": str(message.id),
+        "channel": "sms" if message.channel == "mms" else message.channel,
+        "flow_id": str(message.flow_id) if message.flow_id is not None else None,
+        "node_id": message.node_id,
+        "transactional": message.transactional,
+    }
+    if message.channel == "mms":
+        properties["message_type"] = "mms"
+    if reason:
+        properties["reason"] = reason
+    properties.update({k: v for k, v in details.items() if k in ("url", "order_id", "revenue", "currency")})
+    event_store.append_events(
+        session.connection(),
+        [
+            EventRow(
+                message_id=f"derived:message:{row.id}",
+                source="derived",
+                type="track",
+                event=event_name,
+                user_id=customer.user_id,
+                anonymous_id=None if customer.user_id else f"winback-customer:{customer.id}",
+                properties=properties,
+                timestamp=now,
+                received_at=now,
+                customer_id=customer.id,
+            )
+        ],
+    )
