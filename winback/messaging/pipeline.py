@@ -1,0 +1,801 @@
+"""The sending pipeline: outbox rows become messages, and messages go out through providers.
+
+Two stages, each safe to run in any number of workers:
+
+1. **Intake** claims `pending` outbox rows (the flows' commands) like flow runs are claimed
+   (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the single writer on SQLite). A discount command makes
+   its code at once (message copy names it); a message command becomes a `messages` row, `queued`.
+2. **Delivery** claims due messages, highest flow priority first, and for each one:
+   policies (address, suppression, consent, quiet hours, frequency caps: `policy.decide`) → render
+   the copy once (Liquid, tracked links, open pixel, the MMS cart grid) → pace (per provider and
+   sender) → mark it `sending` and commit → call the provider outside any transaction → record
+   the outcome. A worker killed between `sending` and the outcome leaves the message `sending`;
+   whoever finds it after its lease is over records `unknown` and never calls the provider again
+   blindly. Retries back off exponentially with jitter; permanent failures suppress bad addresses.
+
+Paced providers (a rate in `send_rates`) are sent by one worker at a time — the one holding the
+`send:{provider}` lease — so the pace holds across workers; unpaced ones are shared freely.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from html import escape
+from typing import Any, Final
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from winback import store
+from winback.db.engine import reading, transaction
+from winback.db.expressions import one_of
+from winback.db.models import (
+    Customer,
+    FlowRun,
+    Message,
+    OutboxEntry,
+    PushSubscription,
+    Suppression,
+)
+from winback.flows import definition as d
+from winback.messaging import (
+    caps,
+    context,
+    imagegrid,
+    media,
+    pacing,
+    policy,
+    quiet_hours,
+    records,
+    retry,
+    sms_text,
+    templating,
+)
+from winback.messaging.channels.base import Channel, ChannelName, OutgoingMessage, SendOutcome
+from winback.messaging.registry import CHANNELS, KIND_CHANNEL, Registry
+from winback.runtime import Runtime
+from winback.settings import StoreProfile
+
+log = logging.getLogger(__name__)
+
+OPEN_STATUSES: Final = ("queued", "deferred", "retrying", "sending")
+SENT_STATUSES: Final = ("sending", "sent", "delivered", "unknown")
+CLAIM_LEASE: Final = timedelta(minutes=5)  # a claimed message is due again after this if its worker died
+LOCAL_PROVIDERS: Final = frozenset({"outbox", "console"})
+# Channels where acceptance by the receiving server is the delivery we can know of (a bounce
+# recorded later turns it into a failure); SMS delivery comes from the carrier's callback.
+DELIVERED_ON_ACCEPT: Final = frozenset({"email", "push"})
+CHANNEL_FAMILY: Final[dict[str, str]] = {"mms": "sms"}  # consent, suppressions and caps: MMS is SMS
+
+
+def family(channel: str) -> str:
+    return CHANNEL_FAMILY.get(channel, channel)
+
+
+@dataclass
+class SendReport:
+    """What one pass of the pipeline did."""
+
+    taken: int = 0  # outbox rows turned into messages or discount codes
+    sent: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retrying: int = 0
+    unknown: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return (
+            self.taken + self.sent + self.deferred + self.skipped + self.failed + self.retrying + self.unknown
+        )
+
+    def describe(self) -> str:
+        parts = [f"{n} {what}" for what, n in vars(self).items() if isinstance(n, int) and n]
+        return ", ".join(parts) or "nothing to send"
+
+
+@dataclass
+class _Prepared:
+    """A message ready for its provider call (what phase A hands to phase B)."""
+
+    message_id: int
+    adapter: Channel
+    outgoing: OutgoingMessage
+    pace_key: str
+    units: int
+
+
+class PacedOut(Exception):
+    """The next slot of a paced provider lies beyond this pass's time budget."""
+
+
+class Sender:
+    """One process's sending pipeline (the worker keeps one for its life: pacing state lives here)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        registry: Registry | None = None,
+        holds: Callable[[str], bool] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.registry = registry or Registry(runtime.settings, vapid_private_key=self._vapid_private_key)
+        self.holds = holds or (lambda _name: True)
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self.rng = rng or random.SystemRandom()
+        self.pacers = pacing.Pacers(self.settings.send_rates)
+        self.quiet_hours = quiet_hours.QuietHours.from_settings(
+            self.settings.quiet_hours_window, self.settings.quiet_hours_overrides
+        )
+        self.caps = caps.parse_caps(self.settings.frequency_caps)
+
+    def close(self) -> None:
+        self.registry.close()
+
+    # --- the pass ---------------------------------------------------------------------------------
+
+    def run(self, budget_s: float = 2.0) -> SendReport:
+        """Take new outbox rows, then send what is due for up to `budget_s` seconds."""
+        report = SendReport()
+        report.taken = self.take_outbox()
+        self.deliver(report, deadline=self.monotonic() + budget_s)
+        return report
+
+    def take_outbox(self, limit: int | None = None) -> int:
+        """Turn pending outbox rows into messages (and discount codes); returns rows taken."""
+        limit = limit or self.settings.send_batch_size
+        now = self.runtime.clock.now()
+        with transaction(self.runtime.engine) as session:
+            query = (
+                select(OutboxEntry)
+                .where(OutboxEntry.status == "pending")
+                .order_by(OutboxEntry.id)
+                .limit(limit)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = list(session.scalars(query))
+            shop = store.profile_in(session, self.settings)
+            for row in rows:
+                try:
+                    with session.begin_nested():
+                        self._take(session, row, shop, now)
+                except Exception as exc:  # one broken row must not hold up the others
+                    log.exception("outbox row %s (%s) could not be taken", row.id, row.kind)
+                    row.status = "failed"
+                    row.payload = {**(row.payload or {}), "error": f"{type(exc).__name__}: {exc}"}
+                    row.updated_at = now
+        return len(rows)
+
+    def _take(self, session: Session, row: OutboxEntry, shop: StoreProfile, now: datetime) -> None:
+        from winback.flows.engine import plan_of
+        from winback.messaging import discounts
+
+        action = (row.payload or {}).get("action") or {}
+        run = session.get(FlowRun, row.run_id) if row.run_id is not None else None
+        if row.kind == "create_discount":
+            discounts.issue_code(
+                session,
+                action=d.CreateDiscount.model_validate(action),
+                customer_id=row.customer_id,
+                outbox_id=row.id,
+                run_id=row.run_id,
+                node_id=row.node_id,
+                currency=shop.currency,
+                now=now,
+                rng=self.rng,
+            )
+            row.status = "applied"
+            row.updated_at = now
+            return
+        channel = KIND_CHANNEL[row.kind]
+        flow = plan_of(session, run.flow_version_id).flow if run is not None else None
+        message = Message(
+            outbox_id=row.id,
+            flow_id=row.flow_id,
+            run_id=row.run_id,
+            node_id=row.node_id,
+            customer_id=row.customer_id,
+            channel=channel,
+            transactional=bool(action.get("transactional", False)),
+            category=flow.category if flow is not None else None,
+            priority=flow.priority if flow is not None else 50,
+            status="queued",
+            attempts=0,
+            media_urls=[],
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(message)
+        session.flush()
+        records.record(session, message, "queued", now)
+        row.status = "queued"
+        row.updated_at = now
+
+    def deliver(self, report: SendReport, *, deadline: float) -> None:
+        """Send due messages until none is left or the time budget is spent."""
+        allowed = [channel for channel in CHANNELS if self._may_send(channel)]
+        paced_out: set[str] = set()
+        while self.monotonic() < deadline:
+            ids = self._claim([c for c in allowed if c not in paced_out])
+            if not ids:
+                return
+            for index, message_id in enumerate(ids):
+                if self.monotonic() >= deadline:
+                    self._release(ids[index:])
+                    return
+                try:
+                    self._deliver_one(message_id, report, deadline)
+                except PacedOut as out:
+                    paced_out.add(str(out))
+                    self._release([message_id])
+                except Exception:
+                    log.exception("message %s: unexpected error; it will be retried", message_id)
+                    self._release([message_id], delay=timedelta(seconds=60))
+
+    def _may_send(self, channel: ChannelName) -> bool:
+        provider = self.registry.provider(channel)
+        if provider in LOCAL_PROVIDERS or self.pacers.rate_for(provider) <= 0:
+            return True
+        return self.holds(f"send:{provider}")
+
+    def _claim(self, channels: list[ChannelName]) -> list[int]:
+        if not channels:
+            return []
+        now = self.runtime.clock.now()
+        with transaction(self.runtime.engine) as session:
+            query = (
+                select(Message.id)
+                .where(
+                    Message.next_attempt_at <= now,
+                    Message.status.in_(OPEN_STATUSES),
+                    one_of(Message.channel, channels),
+                )
+                .order_by(Message.priority.desc(), Message.next_attempt_at, Message.id)
+                .limit(self.settings.send_batch_size)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(Message).where(one_of(Message.id, ids)).values(next_attempt_at=now + CLAIM_LEASE),
+                    execution_options={"synchronize_session": False},
+                )
+        return ids
+
+    def _release(self, ids: list[int], delay: timedelta = timedelta(0)) -> None:
+        """Give claimed messages back (due again after `delay`), e.g. when the budget ran out."""
+        if not ids:
+            return
+        now = self.runtime.clock.now()
+        with transaction(self.runtime.engine) as session:
+            session.execute(
+                update(Message)
+                .where(one_of(Message.id, ids), Message.status != "sending")
+                .values(next_attempt_at=now + delay),
+                execution_options={"synchronize_session": False},
+            )
+
+    # --- one message ------------------------------------------------------------------------------
+
+    def _deliver_one(self, message_id: int, report: SendReport, deadline: float) -> None:
+        grid = self._cart_grid(message_id)  # fetched and drawn before any transaction opens
+        prepared = self._prepare(message_id, report, deadline, grid)
+        if prepared is None:
+            return
+        start = self.pacers.reserve(prepared.pace_key, self.monotonic(), prepared.units)
+        wait = start - self.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        try:
+            outcome = prepared.adapter.send(prepared.outgoing)
+        except Exception as exc:  # adapters report outcomes; raising is a bug in one
+            log.exception("the %s adapter raised for message %s", prepared.adapter.provider, message_id)
+            outcome = SendOutcome("failed", error=f"the {prepared.adapter.provider} adapter failed: {exc}")
+        self._record_outcome(message_id, outcome, report)
+
+    def _cart_grid(self, message_id: int) -> imagegrid.GridImage | None:
+        """The MMS cart grid a message still needs, else None."""
+        with reading(self.runtime.engine) as session:
+            message = session.get(Message, message_id)
+            if message is None or message.channel != "mms" or message.body is not None:
+                return None
+            row = session.get(OutboxEntry, message.outbox_id) if message.outbox_id is not None else None
+            payload = (row.payload or {}) if row else {}
+            if ((payload.get("action") or {}).get("media") or "cart_grid") != "cart_grid":
+                return None
+            customer = session.get(Customer, message.customer_id) if message.customer_id is not None else None
+            urls = context.cart_image_urls(session, customer, payload.get("trigger"))
+        return media.cart_grid(urls) if urls else None
+
+    def _prepare(
+        self, message_id: int, report: SendReport, deadline: float, grid: imagegrid.GridImage | None = None
+    ) -> _Prepared | None:
+        """Phase A, in one transaction: policies, rendering, pacing slot, `sending`."""
+        now = self.runtime.clock.now()
+        with transaction(self.runtime.engine) as session:
+            message = session.get(Message, message_id)
+            if message is None or message.status not in OPEN_STATUSES:
+                return None
+            if message.status == "sending":
+                records.record(
+                    session,
+                    message,
+                    "unknown",
+                    now,
+                    reason="the worker sending it stopped before the provider answered; "
+                    "it is not sent again blindly (check the provider's log)",
+                )
+                message.next_attempt_at = None
+                _count(report, "unknown", "worker stopped mid-send")
+                return None
+            customer = session.get(Customer, message.customer_id) if message.customer_id is not None else None
+            shop = store.profile_in(session, self.settings)
+            blocked = self._blocked(session, message, customer)
+            if blocked is not None:
+                self._finish(session, message, "skipped", now, blocked, report)
+                return None
+            address = self._address(session, message, customer)
+            decision = self._decide(session, message, customer, address, shop, now)
+            if decision.action == "skip":
+                self._finish(session, message, "skipped", now, decision.reason, report)
+                return None
+            if decision.action == "defer":
+                until = decision.until or now + timedelta(minutes=15)
+                records.record(
+                    session,
+                    message,
+                    "deferred",
+                    now,
+                    reason=decision.reason,
+                    details={"until": until.isoformat()},
+                )
+                message.next_attempt_at = until
+                _count(report, "deferred", decision.reason)
+                return None
+            if message.body is None and message.subject is None:
+                try:
+                    self._render(session, message, customer, address, shop, now, grid)
+                except templating.RenderError as exc:
+                    self._finish(session, message, "failed", now, f"the message copy failed: {exc}", report)
+                    return None
+            adapter = self.registry.channel(message.channel)  # type: ignore[arg-type]
+            outgoing = self._outgoing(session, message, customer, address)
+            sender = adapter.sender(outgoing)
+            pace_key = f"{adapter.provider}:{sender}"
+            units = (message.sms_parts or 1) if family(message.channel) == "sms" else 1
+            if (
+                adapter.provider not in LOCAL_PROVIDERS
+                and self.pacers.next_start(pace_key, self.monotonic(), units) > deadline
+            ):
+                raise PacedOut(message.channel)
+            message.provider = adapter.provider
+            message.sender = sender
+            message.attempts += 1
+            message.next_attempt_at = now + CLAIM_LEASE
+            records.record(session, message, "sending", now, stream=False)
+            return _Prepared(message.id, adapter, outgoing, pace_key, units)
+
+    def _blocked(self, session: Session, message: Message, customer: Customer | None) -> str | None:
+        """Reasons a message must not go out that no policy would change."""
+        if message.customer_id is not None and (customer is None or customer.erased_at is not None):
+            return "the customer's profile was erased"
+        if customer is not None and customer.merged_into_id is not None:
+            message.customer_id = customer.merged_into_id  # the profile lives on in another
+        if message.run_id is not None and not message.transactional:
+            run = session.get(FlowRun, message.run_id)
+            if (
+                run is not None
+                and run.status == "exited"
+                and run.finished_at is not None
+                and run.finished_at >= message.created_at
+            ):
+                return f"the flow run ended before it was sent ({run.exit_reason or 'exit condition'})"
+        return None
+
+    def _address(self, session: Session, message: Message, customer: Customer | None) -> str | None:
+        channel = family(message.channel)
+        if channel == "sms":
+            return customer.phone if customer else None
+        if channel == "email":
+            return customer.email if customer else None
+        if channel == "push":
+            if customer is None:
+                return None
+            subscription = session.scalars(
+                select(PushSubscription)
+                .where(PushSubscription.customer_id == customer.id)
+                .order_by(PushSubscription.created_at.desc(), PushSubscription.id.desc())
+                .limit(1)
+            ).first()
+            return subscription.endpoint if subscription else None
+        action = self._action(session, message)
+        if channel == "webhook":
+            return str(action.get("url") or "")
+        if channel == "meta":
+            return str(action.get("audience_id") or "")
+        return ""  # slack: the incoming webhook is configuration
+
+    def _decide(
+        self,
+        session: Session,
+        message: Message,
+        customer: Customer | None,
+        address: str | None,
+        shop: StoreProfile,
+        now: datetime,
+    ) -> policy.Decision:
+        channel = family(message.channel)
+        suppression = None
+        if address and channel in ("sms", "email", "push"):
+            suppression = session.scalars(
+                select(Suppression.reason).where(
+                    Suppression.channel == channel, Suppression.address == _normal_address(channel, address)
+                )
+            ).first()
+        consent = getattr(customer, f"{channel}_consent", None) if customer is not None else None
+        zones = quiet_hours.recipient_timezones(
+            profile_timezone=customer.timezone if customer else None,
+            phone_e164=customer.phone if customer else None,
+            country=customer.country if customer else None,
+            store_timezone=shop.timezone,
+        )
+        history = self._history(session, message, now) if not message.transactional and customer else []
+        return policy.decide(
+            policy.SendRequest(
+                channel=message.channel,
+                transactional=message.transactional,
+                category=message.category,
+                consent=consent,
+                suppression=suppression,
+                has_address=bool(address),
+                zones=zones,
+                window=self.quiet_hours.window_for(
+                    customer.country if customer else None, customer.region if customer else None
+                ),
+                caps=self.caps,
+                history=history,
+                when_capped=self._when_capped(session, message),
+                now=now,
+            )
+        )
+
+    def _history(self, session: Session, message: Message, now: datetime) -> list[caps.SentRecord]:
+        """Marketing messages already sent to this person on this channel family (for caps)."""
+        longest = max((cap.window for cap in self.caps), default=timedelta(0))
+        if not longest:
+            return []
+        channels = ["sms", "mms"] if family(message.channel) == "sms" else [message.channel]
+        rows = session.execute(
+            select(Message.sent_at, Message.updated_at, Message.channel, Message.category).where(
+                Message.customer_id == message.customer_id,
+                one_of(Message.channel, channels),
+                Message.transactional.is_(False),
+                Message.status.in_(SENT_STATUSES),
+                Message.id != message.id,
+                Message.updated_at >= now - longest,
+            )
+        ).all()
+        return [
+            caps.SentRecord(at=sent_at or updated_at, channel=family(channel), category=category)
+            for sent_at, updated_at, channel, category in rows
+        ]
+
+    def _when_capped(self, session: Session, message: Message) -> str:
+        from winback.flows.engine import plan_of
+
+        run = session.get(FlowRun, message.run_id) if message.run_id is not None else None
+        return plan_of(session, run.flow_version_id).flow.when_capped if run is not None else "skip"
+
+    def _action(self, session: Session, message: Message) -> dict[str, Any]:
+        row = session.get(OutboxEntry, message.outbox_id) if message.outbox_id is not None else None
+        return dict(((row.payload or {}) if row else {}).get("action") or {})
+
+    # --- rendering --------------------------------------------------------------------------------
+
+    def _render(
+        self,
+        session: Session,
+        message: Message,
+        customer: Customer | None,
+        address: str | None,
+        shop: StoreProfile,
+        now: datetime,
+        grid: imagegrid.GridImage | None = None,
+    ) -> None:
+        """Fill the message's copy from its action's Liquid, once (a retry sends the same text)."""
+        from winback.messaging import links, tokens
+
+        row = session.get(OutboxEntry, message.outbox_id) if message.outbox_id is not None else None
+        payload = (row.payload or {}) if row else {}
+        action = dict(payload.get("action") or {})
+        unsubscribe_url = self._unsubscribe_url(session, message)
+        sources = [
+            v for k, v in action.items() if k in ("body", "text", "html", "subject", "title", "url") and v
+        ]
+        ctx = context.build(
+            session,
+            customer=customer,
+            trigger=payload.get("trigger"),
+            run_id=message.run_id,
+            shop=shop,
+            sources=sources,
+            unsubscribe_url=unsubscribe_url,
+            message_id=message.id,
+            now=now,
+        )
+
+        def render(source: str | None, *, html: bool = False) -> str | None:
+            if not source:
+                return None
+            return templating.render(
+                source, ctx.values, currency=ctx.currency, locale=ctx.locale, timezone=ctx.timezone, html=html
+            )
+
+        shortened: dict[str, str] = {}
+
+        def shorten(url: str) -> str:
+            if url not in shortened:
+                shortened[url] = links.shorten_for_message(
+                    session, message.id, url, public_url=self._public_url, rng=self.rng
+                )
+            return shortened[url]
+
+        keep = {unsubscribe_url}
+        channel = family(message.channel)
+        message.to_address = address
+        if channel == "sms":
+            body = links.rewrite_text(render(action.get("body")) or "", shorten, keep=keep)
+            message.body = body
+            analysis = sms_text.analyse(body)
+            message.sms_encoding = analysis.encoding
+            message.sms_parts = analysis.parts
+            if message.channel == "mms":
+                message.media_urls = self._media(session, action, ctx, grid, now)
+        elif channel == "email":
+            text = render(action.get("text")) or ""
+            html = render(action.get("html"), html=True) or _html_from_text(text)
+            message.subject = render(action.get("subject"))
+            message.body = links.rewrite_text(text, shorten, keep=keep)
+            pixel_token = tokens.make_token(self._link_key(session), "open", str(message.id))
+            message.html = _with_pixel(
+                links.rewrite_html(html, shorten, keep=keep), f"{self._public_url}/o/{pixel_token}.gif"
+            )
+        elif channel == "push":
+            message.subject = render(action.get("title"))
+            message.body = render(action.get("body")) or ""
+            url = render(action.get("url"))
+            message.media_urls = [shorten(url)] if url else []  # the page a click opens
+        elif channel == "slack":
+            message.body = render(action.get("text")) or ""
+        else:  # webhook, meta: data, not copy
+            message.body = ""
+
+    def _media(
+        self,
+        session: Session,
+        action: dict[str, Any],
+        ctx: context.RenderContext,
+        grid: imagegrid.GridImage | None,
+        now: datetime,
+    ) -> list[str]:
+        source = action.get("media") or "cart_grid"
+        if source != "cart_grid":
+            url = templating.render(
+                source, ctx.values, currency=ctx.currency, locale=ctx.locale, timezone=ctx.timezone
+            )
+            return [url]
+        if grid is None:
+            return []  # no product image could be used: the MMS goes out with its text alone
+        asset = media.store_image(session, grid.data, grid.content_type, now)
+        return [f"{self._public_url}/media/{asset.token}"]
+
+    def _outgoing(
+        self, session: Session, message: Message, customer: Customer | None, address: str | None
+    ) -> OutgoingMessage:
+        channel = family(message.channel)
+        data: dict[str, Any] = {}
+        headers: dict[str, str] = {"X-Winback-Message-Id": str(message.id)}
+        if channel == "email" and not message.transactional:
+            headers["List-Unsubscribe"] = f"<{self._unsubscribe_url(session, message)}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if channel == "push":
+            subscription = session.scalars(
+                select(PushSubscription).where(PushSubscription.endpoint == address)
+            ).first()
+            if subscription is not None:
+                data["subscription"] = {
+                    "endpoint": subscription.endpoint,
+                    "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+                }
+            data["url"] = message.media_urls[0] if message.media_urls else None
+        elif channel == "webhook":
+            row = session.get(OutboxEntry, message.outbox_id) if message.outbox_id is not None else None
+            payload = (row.payload or {}) if row else {}
+            data["payload"] = {
+                "message_id": message.id,
+                "flow_id": message.flow_id,
+                "run_id": message.run_id,
+                "node_id": message.node_id,
+                "customer": context.customer_value(customer) if customer is not None else None,
+                "trigger": payload.get("trigger"),
+                "data": (payload.get("action") or {}).get("payload"),
+            }
+        elif channel == "meta":
+            action = self._action(session, message)
+            data["operation"] = "remove" if action.get("type") == "meta_audience_remove" else "add"
+            data["email"] = customer.email if customer else None
+            data["phone"] = customer.phone if customer else None
+        return OutgoingMessage(
+            message_id=message.id,
+            channel=message.channel,  # type: ignore[arg-type]
+            to=address or "",
+            body=message.body or "",
+            subject=message.subject,
+            html=message.html,
+            media_urls=tuple(message.media_urls or ()) if message.channel == "mms" else (),
+            headers=headers,
+            data=data,
+            idempotency_key=f"message:{message.id}",
+            status_callback_url=f"{self._public_url}/webhooks/twilio/status" if channel == "sms" else None,
+        )
+
+    # --- outcomes ---------------------------------------------------------------------------------
+
+    def _record_outcome(self, message_id: int, outcome: SendOutcome, report: SendReport) -> None:
+        now = self.runtime.clock.now()
+        with transaction(self.runtime.engine) as session:
+            message = session.get(Message, message_id)
+            if message is None:
+                return
+            details = {
+                k: v for k, v in dict(outcome.details).items() if isinstance(v, str | int | float | bool)
+            }
+            if outcome.provider_status:
+                details["provider_status"] = outcome.provider_status
+            if outcome.status == "sent":
+                message.provider_message_id = outcome.provider_message_id
+                message.next_attempt_at = None
+                records.record(session, message, "sent", now, details=details)
+                if message.provider in LOCAL_PROVIDERS or family(message.channel) in DELIVERED_ON_ACCEPT:
+                    records.record(session, message, "delivered", now)
+                if message.channel == "push" and message.to_address:
+                    session.execute(
+                        update(PushSubscription)
+                        .where(PushSubscription.endpoint == message.to_address)
+                        .values(last_success_at=now)
+                    )
+                report.sent += 1
+            elif outcome.status == "retry" and message.attempts < self.settings.send_max_attempts:
+                delay = retry.backoff(message.attempts, rng=self.rng, retry_after_s=outcome.retry_after_s)
+                until = now + timedelta(seconds=delay)
+                message.next_attempt_at = until
+                reason = (
+                    f"{outcome.error or 'the provider asked to retry'} (attempt {message.attempts} of "
+                    f"{self.settings.send_max_attempts}; next at {until:%Y-%m-%d %H:%M:%S} UTC)"
+                )
+                records.record(
+                    session, message, "retrying", now, reason=reason, details={"until": until.isoformat()}
+                )
+                _count(report, "retrying", outcome.error)
+            elif outcome.status == "unknown":
+                message.next_attempt_at = None
+                records.record(
+                    session,
+                    message,
+                    "unknown",
+                    now,
+                    reason=f"{outcome.error or 'no answer'}: the provider may have accepted it; "
+                    "not sent again blindly",
+                    details=details,
+                )
+                _count(report, "unknown", outcome.error)
+            else:
+                reason = outcome.error or "the provider refused it"
+                if outcome.status == "retry":
+                    reason = f"gave up after {message.attempts} attempts: {reason}"
+                if outcome.address_invalid:
+                    self._invalid_address(session, message, now, reason)
+                self._finish(session, message, "failed", now, reason, report, details=details)
+
+    def _invalid_address(self, session: Session, message: Message, now: datetime, reason: str) -> None:
+        from winback.db.expressions import insert_or_ignore
+
+        channel = family(message.channel)
+        if not message.to_address:
+            return
+        if channel == "push":  # the subscription is gone (404/410): forget it
+            session.execute(
+                PushSubscription.__table__.delete().where(PushSubscription.endpoint == message.to_address)
+            )
+            return
+        if channel in ("sms", "email"):
+            session.execute(
+                insert_or_ignore(
+                    session.get_bind().dialect.name, Suppression.__table__, ["channel", "address"]
+                ),
+                {
+                    "channel": channel,
+                    "address": _normal_address(channel, message.to_address),
+                    "reason": "invalid" if channel == "sms" else "bounced",
+                    "details": {"message_id": message.id, "reason": reason},
+                    "created_at": now,
+                },
+            )
+
+    def _finish(
+        self,
+        session: Session,
+        message: Message,
+        status: str,
+        now: datetime,
+        reason: str | None,
+        report: SendReport,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        message.next_attempt_at = None
+        records.record(session, message, status, now, reason=reason, details=details)
+        _count(report, status, reason)
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    @property
+    def _public_url(self) -> str:
+        return self.settings.public_url.rstrip("/")
+
+    def _unsubscribe_url(self, session: Session, message: Message) -> str:
+        """The message's one-click unsubscribe link (the same every time it is asked for)."""
+        from winback.messaging import tokens
+
+        token = tokens.make_token(
+            self._link_key(session), "unsubscribe", str(message.id), family(message.channel)
+        )
+        return f"{self._public_url}/u/{token}"
+
+    def _link_key(self, session: Session) -> bytes:
+        from winback.messaging import secrets
+
+        return secrets.link_signing_key(session)
+
+    def _vapid_private_key(self) -> str:
+        from winback.messaging import secrets
+
+        return secrets.vapid_keys(self.runtime.engine).private_key_pem
+
+
+def _count(report: SendReport, status: str, reason: str | None) -> None:
+    setattr(report, status, getattr(report, status) + 1)
+    if reason:
+        short = reason.split(":")[0][:80]
+        report.by_reason[short] = report.by_reason.get(short, 0) + 1
+
+
+def _normal_address(channel: str, address: str) -> str:
+    return address.strip().lower() if channel == "email" else address.strip()
+
+
+def _html_from_text(text: str) -> str:
+    paragraphs = [escape(part).replace("\n", "<br>\n") for part in text.strip().split("\n\n") if part.strip()]
+    body = "\n".join(f"<p>{p}</p>" for p in paragraphs)
+    return f'<!doctype html>\n<html><body style="font-family: sans-serif">\n{body}\n</body></html>'
+
+
+def _with_pixel(html: str, pixel_url: str) -> str:
+    pixel = f'<img src="{escape(pixel_url)}" width="1" height="1" alt="" style="display:none">'
+    index = html.lower().rfind("</body>")
+    return html[:index] + pixel + html[index:] if index != -1 else html + pixel
