@@ -1,6 +1,6 @@
 """The worker loop: apply pending events, close abandoned carts, checkouts and sessions,
-re-check segments that change with time alone, enrol date and schedule triggers, and step flow
-runs that are due.
+re-check segments that change with time alone, enrol date and schedule triggers, step flow
+runs that are due, and send the messages they queued.
 
 Each pass runs its components one after the other. Singleton work (applying events in order, the
 abandonment sweep) is guarded by a named lease; flow runs are shared out by row locks. Any number
@@ -22,11 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from winback.commerce import abandonment
 from winback.runtime import Runtime
 from winback.worker import leases
+
+if TYPE_CHECKING:
+    from winback.messaging.pipeline import Sender, SendReport
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ MAX_BATCHES_PER_PASS = 20  # full event batches applied before a pass moves on t
 SWEEP_INTERVAL = 5.0  # seconds between abandonment sweeps (windows are minutes to hours long)
 SEGMENT_RECHECK_POLL = 60.0  # seconds between looks for due time-based segments (at most)
 FLOW_SCHEDULE_POLL = 15.0  # seconds between looks for due date/schedule triggers (cron has minutes)
+SEND_BUDGET_S = 2.0  # seconds a pass may spend sending (pacing waits included) before moving on
 STOP_TIMEOUT = 5.0  # seconds BackgroundWorker.stop waits for the loop to finish its pass
 RENEW_FRACTION = 0.5  # a held lease is renewed once less than this share of its ttl remains
 
@@ -58,6 +62,7 @@ class PassReport:
     segments_rechecked: int = 0
     flow_runs_scheduled: int = 0
     flow_steps: int = 0
+    sending: SendReport | None = None
 
     @property
     def total(self) -> int:
@@ -67,6 +72,7 @@ class PassReport:
             + self.segments_rechecked
             + self.flow_runs_scheduled
             + self.flow_steps
+            + (self.sending.total if self.sending else 0)
         )
 
     def describe(self) -> str:
@@ -79,6 +85,8 @@ class PassReport:
             parts.append(f"started {self.flow_runs_scheduled} scheduled flow runs")
         if self.flow_steps:
             parts.append(f"stepped {self.flow_steps} flow runs")
+        if self.sending is not None and self.sending.total:
+            parts.append(f"messages: {self.sending.describe()}")
         return "; ".join(parts)
 
 
@@ -92,6 +100,7 @@ class Worker:
         self._next_sweep_at: datetime | None = None
         self._next_segment_recheck_at: datetime | None = None
         self._next_flow_schedule_at: datetime | None = None
+        self._sender: Sender | None = None
 
     def run_once(self) -> int:
         """One pass; returns how much work it did (events applied plus rows closed)."""
@@ -103,13 +112,22 @@ class Worker:
         rechecked = self._contained("segment re-check", self._recheck_segments, default=0)
         scheduled = self._contained("flow scheduler", self._schedule_flows, default=0)
         flow_steps = self._contained("flow runs", self._step_flows, default=0)
+        sending = self._contained("sending", self._send, default=None)
         return PassReport(
             events_applied=events_applied,
             sweep=sweep,
             segments_rechecked=rechecked,
             flow_runs_scheduled=scheduled,
             flow_steps=flow_steps,
+            sending=sending,
         )
+
+    def close(self) -> None:
+        """Let go of provider connections and leases."""
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+        self.release_leases()
 
     def release_leases(self) -> None:
         """Give up every lease this worker holds, so another worker can take over at once."""
@@ -205,6 +223,15 @@ class Worker:
                 break
         return stepped
 
+    def _send(self) -> SendReport:
+        """Turn new outbox rows into messages and send what is due. Paced providers are sent by
+        the holder of their `send:{provider}` lease alone, so the pace holds across workers."""
+        if self._sender is None:
+            from winback.messaging.pipeline import Sender  # lazy, like the processor
+
+            self._sender = Sender(self.runtime, holds=self.holds)
+        return self._sender.run(budget_s=SEND_BUDGET_S)
+
     def _contained(self, what: str, component: Callable[[], T], *, default: T) -> T:
         try:
             return component()
@@ -229,7 +256,7 @@ class Worker:
                 else:
                     stop.wait(poll_s)
         finally:
-            self.release_leases()
+            self.close()
             log.info("worker %s stopped", self.holder)
 
 
