@@ -175,6 +175,7 @@ class BatchProcessor:
         self._mark_processed()
         self._refresh_segments()
         self._start_and_wake_flows()
+        self._credit_messages()
 
     def _uniform_updates(self) -> None:
         """Give a table's changed rows in this batch one UPDATE shape — the union of the columns
@@ -346,6 +347,21 @@ class BatchProcessor:
             ]
             flow_engine.enrol_for_events(self.session, applied, self.now, self.profile.timezone)
         flow_engine.wake_for_events(self.session, touched, self.now)
+
+    def _credit_messages(self) -> None:
+        """Orders are credited to the message that led to them (messaging.attribution)."""
+        from winback.messaging import attribution  # lazy: most batches hold no order
+
+        for prepared in self.events:
+            if prepared.customer is not None and prepared.row.event == "Order Completed":
+                attribution.on_order(
+                    self.session,
+                    customer_id=prepared.customer.id,
+                    properties=prepared.row.properties or {},
+                    ordered_at=prepared.row.timestamp,
+                    window_days=self.runtime.settings.attribution_window_days,
+                    now=self.now,
+                )
 
     def _mark_processed(self) -> None:
         """Stamp the batch's events as applied (and with their customer) in one statement."""
