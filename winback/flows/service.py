@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from winback.db.models import CustomerList, Flow, FlowVersion, Segment
+from winback.flows import copy
 from winback.flows import definition as d
 from winback.kernel.errors import InvalidInput, NotFound
 from winback.segments import rules
@@ -82,7 +83,8 @@ def references(definition: d.FlowDefinition) -> tuple[dict[int, list[str]], dict
 
 
 def check_references(session: Session, definition: d.FlowDefinition) -> None:
-    """Every segment and list the flow names must exist (else every missing one is reported)."""
+    """Every segment and list the flow names must exist, and its message copy must be sound
+    (else every problem is reported)."""
     segments, lists = references(definition)
     known_segments = (
         set(session.scalars(select(Segment.id).where(Segment.id.in_(list(segments))))) if segments else set()
@@ -99,6 +101,7 @@ def check_references(session: Session, definition: d.FlowDefinition) -> None:
         {"node_id": None if place in ("trigger", "entry.filter") else place, "path": place, "message": f"list {lid} does not exist"}
         for lid, places in sorted(lists.items()) if lid not in known_lists for place in places
     ]  # fmt: skip
+    problems += copy.problems(definition)
     if problems:
         first = problems[0]
         raise InvalidInput(
