@@ -1,0 +1,43 @@
+"""Inbound SMS keywords: is a reply an opt-out, an opt-in again, or a request for help?
+
+Pure. The words are the carrier/Twilio standard ones. A reply is a keyword only when the whole
+message is the keyword: surrounding whitespace (any Unicode space, zero-width characters, line
+breaks) and trailing punctuation (`STOP.`, `Stop!!`, `help?`) are tolerated, letter case is not
+significant and full-width or other compatibility forms (`ＳＴＯＰ`) read as their plain letters;
+"stop it please" or "don't stop" is a message for a person, not a keyword.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Literal
+
+Keyword = Literal["stop", "start", "help"]
+
+STOP_WORDS: frozenset[str] = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit"})
+START_WORDS: frozenset[str] = frozenset({"start", "unstop", "yes"})
+HELP_WORDS: frozenset[str] = frozenset({"help", "info"})
+
+_KEYWORDS: dict[str, Keyword] = {
+    **{word: "stop" for word in STOP_WORDS},
+    **{word: "start" for word in START_WORDS},
+    **{word: "help" for word in HELP_WORDS},
+}
+# Characters that are not whitespace to `str.strip` but show up around what people type or paste.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
+
+
+def normalise(body: str) -> str:
+    """The reply reduced to what decides whether it is a keyword: compatibility forms folded (NFKC),
+    invisible characters removed, case folded, surrounding whitespace and trailing punctuation
+    removed."""
+    text = unicodedata.normalize("NFKC", body).translate(_INVISIBLE).casefold().strip()
+    end = len(text)
+    while end and (unicodedata.category(text[end - 1]).startswith("P") or text[end - 1].isspace()):
+        end -= 1
+    return text[:end]
+
+
+def classify(body: str) -> Keyword | None:
+    """ "stop", "start" or "help" when the whole reply is one of their keywords; None otherwise."""
+    return _KEYWORDS.get(normalise(body))
