@@ -1,4 +1,5 @@
-"""The `winback` command line: serve, worker, db, keys, import, demo, segments, lists, flows."""
+"""The `winback` command line: serve, worker, db, keys, import, demo, segments, lists, flows,
+channels, messages."""
 
 from __future__ import annotations
 
@@ -978,3 +979,118 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- channels and messages ----------------------------------------------------------------------
+
+channels_app = typer.Typer(
+    help="Messaging channels: are they set up, does a test get through.", no_args_is_help=True
+)
+messages_app = typer.Typer(help="Messages sent (or not) and why.", no_args_is_help=True)
+app.add_typer(channels_app, name="channels")
+app.add_typer(messages_app, name="messages")
+
+
+@channels_app.command("status")
+def channels_status() -> None:
+    """Each channel's provider and whether its settings and credentials work (exit 1 if any fails)."""
+    from winback.messaging import admin
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    statuses = admin.channel_statuses(runtime)
+    for channel, status in statuses.items():
+        mark = "[green]ok[/green]" if status.ok else "[red]not working[/red]"
+        console.print(f"{channel}\t{status.provider}\t{mark}\t{status.detail}")
+    if not all(status.ok for status in statuses.values()):
+        raise typer.Exit(1)
+
+
+@channels_app.command("test")
+def channels_test(
+    channel: Annotated[str, typer.Argument(help="sms, mms, email, push, slack or webhook.")],
+    to: Annotated[
+        str, typer.Argument(help="Phone (E.164), email address, push endpoint or webhook URL; '-' for Slack.")
+    ],
+    text: Annotated[str | None, typer.Option(help="The message text.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Email subject / push title.")] = None,
+) -> None:
+    """Send one real test message through the channel's configured provider and say what happened."""
+    from winback.messaging import admin
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    try:
+        result = admin.test_send(runtime, channel, "" if to == "-" else to, text=text, subject=subject)
+    except WinbackError as exc:
+        raise fail(str(exc)) from None
+    line = f"message {result.message_id} via {result.provider or '?'}: {result.status}"
+    if result.provider_message_id:
+        line += f" (provider id {result.provider_message_id})"
+    if result.reason:
+        line += f": {result.reason}"
+    if result.status in ("sent", "delivered"):
+        typer.echo(line)
+        return
+    raise fail(line)
+
+
+@messages_app.command("list")
+def messages_list(
+    status: Annotated[str | None, typer.Option(help="Only messages in this status.")] = None,
+    customer: Annotated[int | None, typer.Option(help="Only this customer's messages.")] = None,
+    flow: Annotated[int | None, typer.Option(help="Only this flow's messages.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """The latest messages: id, channel, status, recipient, why."""
+    from sqlalchemy import select
+
+    from winback.db.engine import reading
+    from winback.db.models import Message
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    query = select(Message).order_by(Message.id.desc()).limit(limit)
+    if status:
+        query = query.where(Message.status == status)
+    if customer is not None:
+        query = query.where(Message.customer_id == customer)
+    if flow is not None:
+        query = query.where(Message.flow_id == flow)
+    with reading(runtime.engine) as session:
+        for message in session.scalars(query):
+            typer.echo(
+                f"{message.id}\t{message.channel}\t{message.status}\t{message.to_address or '-'}\t"
+                f"flow {message.flow_id or '-'}\t{message.status_reason or ''}"
+            )
+
+
+@messages_app.command("show")
+def messages_show(message_id: Annotated[int, typer.Argument(help="The message's id.")]) -> None:
+    """One message: its text and every change of its state, with reasons."""
+    from sqlalchemy import select
+
+    from winback.db.engine import reading
+    from winback.db.models import Message, MessageEvent
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.engine)
+    with reading(runtime.engine) as session:
+        message = session.get(Message, message_id)
+        if message is None:
+            raise fail(f"no message with id {message_id}")
+        typer.echo(
+            f"message {message.id}: {message.channel} to {message.to_address or '-'}: {message.status}"
+        )
+        if message.status_reason:
+            typer.echo(f"  why: {message.status_reason}")
+        if message.subject:
+            typer.echo(f"  subject: {message.subject}")
+        if message.body:
+            typer.echo("  " + message.body.replace("\n", "\n  "))
+        for event in session.scalars(
+            select(MessageEvent).where(MessageEvent.message_id == message_id).order_by(MessageEvent.id)
+        ):
+            typer.echo(
+                f"  {event.at:%Y-%m-%d %H:%M:%S} {event.status}{': ' + event.reason if event.reason else ''}"
+            )
