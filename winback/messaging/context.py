@@ -19,8 +19,8 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from winback.db.models import Checkout, Customer, DiscountCode, Order, OrderLine
-from winback.messaging import recommendations
+from winback.db.models import Checkout, Customer, Order, OrderLine
+from winback.messaging import discounts, recommendations
 from winback.settings import StoreProfile
 
 
@@ -67,10 +67,10 @@ def build(
     if isinstance(event.get("product_id") or event.get("name"), str) and "products" not in event:
         values["product"] = event  # a single-product trigger (Product Viewed / Added)
     if run_id is not None:
-        codes = discount_values(session, run_id)
-        values["discounts"] = codes
-        if codes:  # in the order they were made: the latest is the one `discount` names
-            values["discount"] = list(codes.values())[-1]
+        codes = discounts.template_values(session, run_id)
+        values["discounts"] = codes["discounts"]
+        if codes["discount"] is not None:
+            values["discount"] = codes["discount"]
 
     kinds = recommendations.kinds_named(sources)
     needs_search = "search" in kinds or any("last_search" in source for source in sources)
@@ -166,25 +166,6 @@ def recovery_url(shop: StoreProfile, items: Sequence[Mapping[str, Any]]) -> str:
             f"{quote(str(variant), safe='')}:{int(qty)}" for variant, qty in lines
         )
     return f"{base}/cart"
-
-
-def discount_values(session: Session, run_id: int) -> dict[str, dict[str, Any]]:
-    """The run's discount codes by the id of the node that made them."""
-    codes = session.scalars(
-        select(DiscountCode).where(DiscountCode.run_id == run_id).order_by(DiscountCode.id)
-    )
-    return {code.node_id or code.code: discount_value(code) for code in codes}
-
-
-def discount_value(code: DiscountCode) -> dict[str, Any]:
-    return {
-        "code": code.code,
-        "kind": code.kind,
-        "value": str(code.value),
-        "currency": code.currency,
-        "single_use": code.single_use,
-        "expires_at": code.expires_at.isoformat() if code.expires_at else None,
-    }
 
 
 def _item_value(item: Mapping[str, Any]) -> dict[str, Any]:

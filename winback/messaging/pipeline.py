@@ -46,6 +46,7 @@ from winback.flows import definition as d
 from winback.messaging import (
     caps,
     context,
+    engagement,
     imagegrid,
     media,
     pacing,
@@ -527,7 +528,7 @@ class Sender:
         grid: imagegrid.GridImage | None = None,
     ) -> None:
         """Fill the message's copy from its action's Liquid, once (a retry sends the same text)."""
-        from winback.messaging import links, tokens
+        from winback.messaging import links
 
         row = session.get(OutboxEntry, message.outbox_id) if message.outbox_id is not None else None
         payload = (row.payload or {}) if row else {}
@@ -555,14 +556,7 @@ class Sender:
                 source, ctx.values, currency=ctx.currency, locale=ctx.locale, timezone=ctx.timezone, html=html
             )
 
-        shortened: dict[str, str] = {}
-
-        def shorten(url: str) -> str:
-            if url not in shortened:
-                shortened[url] = links.shorten_for_message(
-                    session, message.id, url, public_url=self._public_url, rng=self.rng
-                )
-            return shortened[url]
+        shorten = links.shortener(session, message.id, public_url=self._public_url, rng=self.rng, now=now)
 
         keep = {unsubscribe_url}
         channel = family(message.channel)
@@ -580,10 +574,8 @@ class Sender:
             html = render(action.get("html"), html=True) or _html_from_text(text)
             message.subject = render(action.get("subject"))
             message.body = links.rewrite_text(text, shorten, keep=keep)
-            pixel_token = tokens.make_token(self._link_key(session), "open", str(message.id))
-            message.html = _with_pixel(
-                links.rewrite_html(html, shorten, keep=keep), f"{self._public_url}/o/{pixel_token}.gif"
-            )
+            pixel = engagement.open_pixel_url(self._public_url, self._link_key(session), message.id)
+            message.html = _with_pixel(links.rewrite_html(html, shorten, keep=keep), pixel)
         elif channel == "push":
             message.subject = render(action.get("title"))
             message.body = render(action.get("body")) or ""
@@ -768,12 +760,7 @@ class Sender:
 
     def _unsubscribe_url(self, session: Session, message: Message) -> str:
         """The message's one-click unsubscribe link (the same every time it is asked for)."""
-        from winback.messaging import tokens
-
-        token = tokens.make_token(
-            self._link_key(session), "unsubscribe", str(message.id), family(message.channel)
-        )
-        return f"{self._public_url}/u/{token}"
+        return engagement.unsubscribe_url(self._public_url, self._link_key(session), message_id=message.id)
 
     def _link_key(self, session: Session) -> bytes:
         from winback.messaging import secrets
@@ -783,7 +770,8 @@ class Sender:
     def _vapid_private_key(self) -> str:
         from winback.messaging import secrets
 
-        return secrets.vapid_keys(self.runtime.engine).private_key_pem
+        private_key_pem, _public_key = secrets.vapid_keys(self.runtime.engine)
+        return private_key_pem
 
 
 def _count(report: SendReport, status: str, reason: str | None) -> None:
@@ -794,7 +782,7 @@ def _count(report: SendReport, status: str, reason: str | None) -> None:
 
 
 def _normal_address(channel: str, address: str) -> str:
-    return address.strip().lower() if channel == "email" else address.strip()
+    return engagement.normalise_address(channel, address) or address
 
 
 def _html_from_text(text: str) -> str:
