@@ -36,6 +36,7 @@ from winback.db.engine import reading, transaction
 from winback.db.expressions import one_of
 from winback.db.models import (
     Customer,
+    DiscountCode,
     FlowRun,
     Message,
     OutboxEntry,
@@ -54,6 +55,7 @@ from winback.messaging import (
     quiet_hours,
     records,
     retry,
+    shopify_discounts,
     sms_text,
     templating,
 )
@@ -67,6 +69,8 @@ log = logging.getLogger(__name__)
 OPEN_STATUSES: Final = ("queued", "deferred", "retrying", "sending")
 SENT_STATUSES: Final = ("sending", "sent", "delivered", "unknown")
 CLAIM_LEASE: Final = timedelta(minutes=5)  # a claimed message is due again after this if its worker died
+SHOPIFY_LEASE: Final = "shopify-discounts"  # one worker pushes codes to Shopify
+SHOPIFY_GIVE_UP: Final = timedelta(days=3)  # codes older than this are no longer pushed
 LOCAL_PROVIDERS: Final = frozenset({"outbox", "console"})
 # Channels where acceptance by the receiving server is the delivery we can know of (a bounce
 # recorded later turns it into a failure); SMS delivery comes from the carrier's callback.
@@ -142,18 +146,71 @@ class Sender:
             self.settings.quiet_hours_window, self.settings.quiet_hours_overrides
         )
         self.caps = caps.parse_caps(self.settings.frequency_caps)
+        self.shopify = shopify_discounts.ShopifyDiscounts.from_settings(self.settings)
+        self._shopify_due: dict[int, float] = {}  # discount code id → monotonic time of the next push
+        self._shopify_attempts: dict[int, int] = {}
 
     def close(self) -> None:
         self.registry.close()
+        if self.shopify is not None:
+            self.shopify.close()
 
     # --- the pass ---------------------------------------------------------------------------------
 
     def run(self, budget_s: float = 2.0) -> SendReport:
-        """Take new outbox rows, then send what is due for up to `budget_s` seconds."""
+        """Take new outbox rows, push new discount codes to Shopify, then send what is due for up
+        to `budget_s` seconds."""
         report = SendReport()
         report.taken = self.take_outbox()
+        if self.shopify is not None and self.holds(SHOPIFY_LEASE):
+            self.push_discounts()
         self.deliver(report, deadline=self.monotonic() + budget_s)
         return report
+
+    def push_discounts(self, limit: int = 20) -> int:
+        """Push codes not yet in Shopify (each call outside any transaction); returns codes pushed."""
+        assert self.shopify is not None
+        now = self.runtime.clock.now()
+        mono = self.monotonic()
+        with reading(self.runtime.engine) as session:
+            codes = list(
+                session.scalars(
+                    select(DiscountCode)
+                    .where(
+                        DiscountCode.shopify_status.is_(None),
+                        DiscountCode.created_at >= now - SHOPIFY_GIVE_UP,
+                    )
+                    .order_by(DiscountCode.id)
+                    .limit(limit * 5)
+                )
+            )
+        pushed = 0
+        for code in [c for c in codes if self._shopify_due.get(c.id, 0.0) <= mono][:limit]:
+            result = self.shopify.push(code)
+            with transaction(self.runtime.engine) as session:
+                row = session.get(DiscountCode, code.id)
+                if row is None:
+                    continue
+                shopify_discounts.apply_result(row, result)
+            if result.status == "retry":
+                attempt = self._shopify_attempts.get(code.id, 0) + 1
+                self._shopify_attempts[code.id] = attempt
+                delay = retry.backoff(attempt, base_s=5.0, rng=self.rng, retry_after_s=result.retry_after_s)
+                self._shopify_due[code.id] = mono + delay
+                log.warning(
+                    "discount code %s not in Shopify yet (%s); retrying in %.0f s",
+                    code.code,
+                    result.error,
+                    delay,
+                )
+            else:
+                self._shopify_due.pop(code.id, None)
+                self._shopify_attempts.pop(code.id, None)
+                if result.status == "pushed":
+                    pushed += 1
+                else:
+                    log.error("discount code %s could not be created in Shopify: %s", code.code, result.error)
+        return pushed
 
     def take_outbox(self, limit: int | None = None) -> int:
         """Turn pending outbox rows into messages (and discount codes); returns rows taken."""
@@ -357,6 +414,13 @@ class Sender:
             if blocked is not None:
                 self._finish(session, message, "skipped", now, blocked, report)
                 return None
+            waiting = self._discounts_not_ready(session, message)
+            if waiting is not None:
+                if waiting.startswith("failed:"):
+                    self._finish(session, message, "failed", now, waiting.removeprefix("failed:"), report)
+                else:
+                    self._defer(session, message, now, now + timedelta(seconds=30), waiting, report)
+                return None
             address = self._address(session, message, customer)
             decision = self._decide(session, message, customer, address, shop, now)
             if decision.action == "skip":
@@ -364,16 +428,7 @@ class Sender:
                 return None
             if decision.action == "defer":
                 until = decision.until or now + timedelta(minutes=15)
-                records.record(
-                    session,
-                    message,
-                    "deferred",
-                    now,
-                    reason=decision.reason,
-                    details={"until": until.isoformat()},
-                )
-                message.next_attempt_at = until
-                _count(report, "deferred", decision.reason)
+                self._defer(session, message, now, until, decision.reason, report)
                 return None
             if message.body is None and message.subject is None:
                 try:
@@ -398,6 +453,25 @@ class Sender:
             records.record(session, message, "sending", now, stream=False)
             return _Prepared(message.id, adapter, outgoing, pace_key, units)
 
+    def _defer(
+        self,
+        session: Session,
+        message: Message,
+        now: datetime,
+        until: datetime,
+        reason: str | None,
+        report: SendReport,
+    ) -> None:
+        """Due again at `until`; a deferral for the same reason as the last is not written twice."""
+        message.next_attempt_at = until
+        if message.status == "deferred" and message.status_reason == reason:
+            message.updated_at = now
+        else:
+            records.record(
+                session, message, "deferred", now, reason=reason, details={"until": until.isoformat()}
+            )
+        _count(report, "deferred", reason)
+
     def _blocked(self, session: Session, message: Message, customer: Customer | None) -> str | None:
         """Reasons a message must not go out that no policy would change."""
         if message.customer_id is not None and (customer is None or customer.erased_at is not None):
@@ -413,6 +487,18 @@ class Sender:
                 and run.finished_at >= message.created_at
             ):
                 return f"the flow run ended before it was sent ({run.exit_reason or 'exit condition'})"
+        return None
+
+    def _discounts_not_ready(self, session: Session, message: Message) -> str | None:
+        """With Shopify connected, a message waits until its run's codes exist there (a code the
+        shopper cannot use is worse than a minute's wait); a code Shopify refused fails it."""
+        if self.shopify is None or message.run_id is None or message.body is not None:
+            return None
+        for code in session.scalars(select(DiscountCode).where(DiscountCode.run_id == message.run_id)):
+            if code.shopify_status == "failed":
+                return f"failed:discount code {code.code} could not be created in Shopify"
+            if code.shopify_status is None:
+                return f"waiting for discount code {code.code} to be created in Shopify"
         return None
 
     def _address(self, session: Session, message: Message, customer: Customer | None) -> str | None:
