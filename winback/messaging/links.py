@@ -209,8 +209,9 @@ def shorten_for_message(
 ) -> str:
     """The tracked URL for `url` in this message: the message's existing link for it, or a new
     `tracked_links` row (a taken code is replaced, each insert in its own savepoint). A URL that
-    is already a tracked link is returned as it is."""
-    if url.startswith(tracking_base(public_url)):
+    is already a tracked link, or not an http(s) URL (`mailto:`, a relative path), is returned as
+    it is."""
+    if not should_track(url, base=tracking_base(public_url)):
         return url
     if message_id is not None:
         existing = session.scalars(
