@@ -104,6 +104,14 @@ def test_format_date_twelve_hour_clock_around_midnight_and_noon() -> None:
     assert t.format_date(dt.datetime(2026, 1, 1, 23, 5), "%-I:%M %p", "en") == "11:05 PM"
 
 
+def test_date_of_now_is_the_renders_time() -> None:
+    now = dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC)
+    assert _render('© {{ "now" | date: "%Y" }}', now=now) == "© 2025"  # still New Year's Eve in New York
+    assert _render('{{ "today" | date: "%-d %b" }}', now=now, timezone="Asia/Tokyo") == "1 Jan"
+    with pytest.raises(RenderError, match="needs the time of the render"):
+        _render('{{ "now" | date: "%Y" }}')
+
+
 def test_date_of_nil_is_empty_and_a_bad_date_is_an_error() -> None:
     assert _render('[{{ d | date: "%B" }}]', {"d": None}) == "[]"
     with pytest.raises(RenderError, match="ISO-8601"):

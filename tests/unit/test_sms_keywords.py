@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from winback.messaging.keywords import HELP_WORDS, START_WORDS, STOP_WORDS, classify
 
-PROPERTY = settings(max_examples=200, deadline=None, derandomize=True)
+PROPERTY = settings(max_examples=100, deadline=None, derandomize=True)
 EXPECTED = {
     **{word: "stop" for word in STOP_WORDS},
     **{word: "start" for word in START_WORDS},

@@ -22,7 +22,7 @@ non_gsm_char = st.characters(codec="utf-8", exclude_categories=["Cs"]).filter(
 )
 any_text = st.text(max_size=400)
 
-PROPERTY = settings(max_examples=150, deadline=None, derandomize=True)
+PROPERTY = settings(max_examples=100, deadline=None, derandomize=True)
 
 
 # --- the tables ---------------------------------------------------------------------------------

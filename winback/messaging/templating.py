@@ -104,6 +104,7 @@ class _Audience:
     currency: str
     locale: babel.Locale
     timezone: ZoneInfo
+    now: dt.datetime | None = None  # what "now" and "today" mean to `date`
 
 
 _AUDIENCE: contextvars.ContextVar[_Audience] = contextvars.ContextVar("winback_liquid_audience")
@@ -165,20 +166,24 @@ def date_filter(value: object, fmt: object = "%B %-d, %Y") -> str:
     """`{{ discount.expires_at | date: "%B %-d" }}`: the moment in the recipient's timezone.
 
     Takes a datetime (naive: UTC), an ISO-8601 string (with or without offset; naive: UTC) or a date
-    (a calendar day, not converted). The format is strftime's, with `%-d`-style unpadded numbers and
+    (a calendar day, not converted), or "now"/"today" (the render's `now`). The format is strftime's, with `%-d`-style unpadded numbers and
     month and day names in the render's locale."""
     if value is None:
         return ""
     if not isinstance(fmt, str):
         raise FilterArgumentError(f"date expected a format string, found {fmt!r}", token=None)
     audience = _audience()
-    moment = _to_moment(value)
+    moment = _to_moment(value, audience.now)
     if isinstance(moment, dt.datetime):
         moment = moment.astimezone(audience.timezone)
     return format_date(moment, fmt, audience.locale)
 
 
-def _to_moment(value: object) -> dt.date:
+def _to_moment(value: object, now: dt.datetime | None) -> dt.date:
+    if value in ("now", "today"):
+        if now is None:
+            raise FilterArgumentError(f"date: {value!r} needs the time of the render", token=None)
+        value = now
     if isinstance(value, dt.datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
     if isinstance(value, dt.date):
@@ -393,11 +398,12 @@ def render(
     locale: str,
     timezone: str,
     html: bool = False,
+    now: dt.datetime | None = None,
 ) -> str:
     """The copy rendered for one recipient. `currency` (ISO 4217) and `locale` (`en-US`, `de_DE`)
     drive `money`, `timezone` (IANA) drives `date`; `html` escapes every output value (an email's
-    HTML part; `| safe` opts out). Raises RenderError naming what went wrong and where."""
-    audience = _Audience(_currency(currency), _locale(locale), _timezone(timezone))
+    HTML part; `| safe` opts out); `now` is what `"now" | date` shows (without it, an error). Raises RenderError naming what went wrong and where."""
+    audience = _Audience(_currency(currency), _locale(locale), _timezone(timezone), now)
     try:
         template = _parsed(source, html)
     except LiquidError as exc:
