@@ -65,12 +65,14 @@ def _insert_then_read(session: Session, name: str, make: Callable[[], str]) -> t
     if existing is not None:
         return existing, False
     connection = session.connection()
-    statement = insert_or_ignore(connection.dialect.name, SECRETS, ["name"])
-    result = connection.execute(statement, {"name": name, "value": make(), "created_at": datetime.now(UTC)})
+    # RETURNING says whether this call inserted (rowcount is unreliable for ON CONFLICT on psycopg).
+    statement = insert_or_ignore(connection.dialect.name, SECRETS, ["name"]).returning(SECRETS.c.name)
+    inserted = connection.execute(statement, {"name": name, "value": make(), "created_at": datetime.now(UTC)})
+    ours = inserted.first() is not None
     stored = session.scalar(select(SecretValue.value).where(SecretValue.name == name))
     if stored is None:  # pragma: no cover - the row was just inserted or already there
         raise RuntimeError(f"secret {name!r} could not be stored")
-    return stored, bool(result.rowcount)
+    return stored, ours
 
 
 def get_or_create_secret(engine_or_session: Engine | Session, name: str, make: Callable[[], str]) -> str:
