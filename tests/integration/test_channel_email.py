@@ -263,6 +263,15 @@ def test_greylisting_is_retried_and_the_retry_keeps_the_message_id() -> None:
     assert second.provider_message_id == str(build_mime(message(), sender=SENDER)["Message-ID"])
 
 
+def test_server_closing_the_session_at_rcpt_is_retried() -> None:
+    with SmtpPeer(refuse={"juergen@customer.example": "421 4.3.2 Too busy, closing"}) as server:
+        channel = channel_for(server)
+        outcome = channel.send(message())
+        assert channel._connection is None  # not reused after 421
+        channel.close()
+    assert outcome.status == "retry" and "421 4.3.2 Too busy" in (outcome.error or "")
+
+
 def test_wrong_password_fails_with_a_clear_message(cert: SelfSignedCert) -> None:
     with SmtpPeer(security="starttls", cert=cert, users={"shop": "right"}) as server:
         channel = channel_for(server, password="wrong")

@@ -21,6 +21,9 @@ non-ASCII needs the server's SMTPUTF8 extension.
 | timeout or disconnect once the DATA command has gone out       | unknown (it may be queued)  |
 | other 5xx (MAIL FROM, DATA)                                    | failed                      |
 
+A reused connection the server has closed meanwhile (idle timeout, or 421 to MAIL/RCPT) is opened
+again once for the same message: nothing had been sent on it.
+
 A 5xx at RCPT with the enhanced status 5.7.x is a policy refusal about the sender or the content,
 not about the mailbox: it is failed without address_invalid.
 """
@@ -473,9 +476,13 @@ class SmtpChannel:
                 )
             options.append("SMTPUTF8")
         code, text = connection.mail(envelope_from, options)
+        if code == 421:  # closing the session (e.g. too many messages on one connection)
+            raise smtplib.SMTPServerDisconnected(f"MAIL FROM answered {_code_text(code, text)}")
         if code != 250:
             return self._refused("MAIL FROM", code, text, connection)
         code, text = connection.rcpt(envelope_to)
+        if code == 421:
+            raise smtplib.SMTPServerDisconnected(f"RCPT TO answered {_code_text(code, text)}")
         if code not in (250, 251):
             return self._refused("RCPT TO", code, text, connection, recipient=True)
         return None
@@ -497,7 +504,7 @@ class SmtpChannel:
                 connection.rset()
             except (smtplib.SMTPException, OSError):
                 self._drop()
-        if 400 <= code < 500:
+        if not 500 <= code < 600:  # 4xx, or a garbled answer: nothing was accepted, try later
             return SendOutcome(status="retry", error=detail, provider_status=str(code))
         address_invalid = recipient and 500 <= code < 600 and not _enhanced_status(text).startswith("5.7.")
         return SendOutcome(
@@ -523,5 +530,12 @@ class SmtpChannel:
                 status="sent",
                 provider_message_id=message_id,
                 provider_status=_code_text(code, text)[:200],
+            )
+        if not 400 <= code < 600:  # neither accepted nor refused: the server may still deliver it
+            self._drop()
+            return SendOutcome(
+                status="unknown",
+                error=f"{self._where()} gave an unreadable answer to the message data: {_code_text(code, text)}",
+                provider_message_id=message_id,
             )
         return self._refused("message data", code, text, connection)
