@@ -26,8 +26,21 @@ def texts(definition: d.FlowDefinition) -> Iterator[tuple[str, str, str]]:
 
 
 def problems(definition: d.FlowDefinition) -> list[dict[str, Any]]:
-    """Every copy problem, in the shape flow validation reports (`node_id`, `path`, `message`)."""
+    """Every copy problem, in the shape flow validation reports (`node_id`, `path`, `message`):
+    Liquid that fails, and discount code patterns that cannot make good codes."""
+    from winback.messaging import discounts
+
     found: list[dict[str, Any]] = []
+    for node in definition.nodes:
+        if isinstance(node, d.ActionNode) and isinstance(node.action, d.CreateDiscount):
+            try:
+                if node.action.static_code:
+                    discounts.validate_static_code(node.action.static_code)
+                else:
+                    discounts.validate_pattern(node.action.pattern)
+            except ValueError as exc:
+                field = "static_code" if node.action.static_code else "pattern"
+                found.append({"node_id": node.id, "path": f"{node.id}.action.{field}", "message": str(exc)})
     for node_id, field, source in texts(definition):
         for problem in templating.check(source):
             found.append(

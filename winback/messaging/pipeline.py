@@ -494,7 +494,9 @@ class Sender:
         shopper cannot use is worse than a minute's wait); a code Shopify refused fails it."""
         if self.shopify is None or message.run_id is None or message.body is not None:
             return None
-        for code in session.scalars(select(DiscountCode).where(DiscountCode.run_id == message.run_id)):
+        from winback.messaging import discounts
+
+        for code in discounts.codes_for_run(session, message.run_id).values():
             if code.shopify_status == "failed":
                 return f"failed:discount code {code.code} could not be created in Shopify"
             if code.shopify_status is None:
