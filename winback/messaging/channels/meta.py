@@ -31,11 +31,10 @@ import httpx
 from winback.messaging.channels.base import ChannelStatus, OutgoingMessage, SendOutcome
 from winback.messaging.channels.webhook import (
     DEFAULT_TIMEOUT_S,
-    http_timeout,
+    new_client,
     parse_retry_after,
     response_excerpt,
     transport_outcome,
-    user_agent,
 )
 from winback.settings import Settings
 
@@ -96,9 +95,7 @@ class MetaAudienceChannel:
     ) -> None:
         self.access_token = (access_token or "").strip() or None
         self.base_url = base_url.rstrip("/")
-        self._client = client or httpx.Client(
-            timeout=http_timeout(timeout_s), headers={"User-Agent": user_agent()}, follow_redirects=False
-        )
+        self._client = client or new_client(timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> MetaAudienceChannel:

@@ -22,11 +22,10 @@ import httpx
 from winback.messaging.channels.base import ChannelStatus, OutgoingMessage, SendOutcome
 from winback.messaging.channels.webhook import (
     DEFAULT_TIMEOUT_S,
-    http_timeout,
+    new_client,
     parse_retry_after,
     response_excerpt,
     transport_outcome,
-    user_agent,
 )
 from winback.settings import Settings
 
@@ -46,9 +45,7 @@ class SlackChannel:
         client: httpx.Client | None = None,
     ) -> None:
         self.webhook_url = (webhook_url or "").strip() or None
-        self._client = client or httpx.Client(
-            timeout=http_timeout(timeout_s), headers={"User-Agent": user_agent()}, follow_redirects=False
-        )
+        self._client = client or new_client(timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> SlackChannel:

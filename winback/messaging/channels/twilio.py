@@ -35,11 +35,10 @@ import httpx
 from winback.messaging.channels.base import ChannelStatus, OutgoingMessage, SendOutcome
 from winback.messaging.channels.webhook import (
     DEFAULT_TIMEOUT_S,
-    http_timeout,
+    new_client,
     parse_retry_after,
     response_excerpt,
     transport_outcome,
-    user_agent,
 )
 from winback.settings import Settings
 
@@ -140,9 +139,7 @@ class TwilioChannel:
         self.from_number = (from_number or "").strip() or None
         self.messaging_service_sid = (messaging_service_sid or "").strip() or None
         self.base_url = base_url.rstrip("/")
-        self._client = client or httpx.Client(
-            timeout=http_timeout(timeout_s), headers={"User-Agent": user_agent()}, follow_redirects=False
-        )
+        self._client = client or new_client(timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> TwilioChannel:
