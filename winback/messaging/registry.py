@@ -90,7 +90,7 @@ class Registry:
                 raise RuntimeError(
                     "web push needs the VAPID key pair: build the registry with vapid_private_key"
                 )
-            subject = settings.vapid_subject or f"mailto:{settings.store_support_email or 'admin@localhost'}"
+            subject = settings.vapid_subject or _vapid_subject(settings)
             return WebPushChannel(self._vapid_private_key(), subject)
         if provider == "slack":
             from winback.messaging.channels.slack import SlackChannel
@@ -105,3 +105,14 @@ class Registry:
 
             return MetaAudienceChannel.from_settings(settings)
         raise ValueError(f"unknown provider {provider!r} for the {channel} channel")
+
+
+def _vapid_subject(settings: Settings) -> str:
+    """Who push services should contact about our pushes: the support address, else the sender
+    address, else the shop's https URL."""
+    from email.utils import parseaddr
+
+    address = settings.store_support_email or parseaddr(settings.email_from)[1]
+    if address and not address.endswith("@localhost"):
+        return f"mailto:{address}"
+    return settings.store_url if settings.store_url.startswith("https://") else f"mailto:{address}"
