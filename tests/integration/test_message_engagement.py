@@ -788,6 +788,7 @@ def test_vapid_public_key_and_service_worker(client: TestClient, engine: Engine)
     key = first.json()["public_key"]
     assert isinstance(key, str) and len(key) >= 80 and "=" not in key
     assert client.get("/api/v1/push/vapid-public-key").json() == {"public_key": key}
+    assert client.get("/v1/push/vapid-public-key").json() == {"public_key": key}
     with reading(engine) as session:
         assert session.get(SecretValue, "vapid") is not None
     assert secrets.vapid_keys(engine)[1] == key

@@ -25,7 +25,8 @@ Providers:
   at Twilio; an explicit default port (`:443`) is tolerated either way.
 
 Web push (the storefront's script, with the tracking write key like the tracking API):
-- `GET /api/v1/push/vapid-public-key` (public), `GET /push/sw.js` (the service worker),
+- `GET /api/v1/push/vapid-public-key` (public; also `/v1/push/vapid-public-key`, the one in the
+  OpenAPI schema, as /api/v1 is otherwise the admin API), `GET /push/sw.js` (the service worker),
   `POST /v1/push/subscribe`, `POST /v1/push/unsubscribe`.
 """
 
@@ -519,7 +520,11 @@ async def twilio_inbound(request: Request, runtime: RuntimeDep) -> Response:
 # --- web push ------------------------------------------------------------------------------------
 
 
-@public_router.get("/api/v1/push/vapid-public-key", summary="The VAPID public key browsers subscribe with")
+# Public, unlike the rest of /api/v1 (the admin API, whose every operation documents 401/403): the
+# documented path is the storefront one beside /v1/push/subscribe; /api/v1/… answers the same and is
+# kept out of the schema.
+@public_router.get("/v1/push/vapid-public-key", summary="The VAPID public key browsers subscribe with")
+@public_router.get("/api/v1/push/vapid-public-key", include_in_schema=False)
 def vapid_public_key(runtime: RuntimeDep) -> dict[str, str]:
     _private, public = secrets.vapid_keys(runtime.engine)
     return {"public_key": public}
