@@ -113,12 +113,9 @@ class _Prepared:
     message_id: int
     adapter: Channel
     outgoing: OutgoingMessage
-    pace_key: str
+    provider: str
+    sender: str
     units: int
-
-
-class PacedOut(Exception):
-    """The next slot of a paced provider lies beyond this pass's time budget."""
 
 
 class Sender:
@@ -142,10 +139,7 @@ class Sender:
         self.monotonic = monotonic
         self.rng = rng or random.SystemRandom()
         self.pacers = pacing.Pacers(self.settings.send_rates)
-        self.quiet_hours = quiet_hours.QuietHours.from_settings(
-            self.settings.quiet_hours_window, self.settings.quiet_hours_overrides
-        )
-        self.caps = caps.parse_caps(self.settings.frequency_caps)
+        self.policy = policy.SendPolicy.from_settings(self.settings)
         self.shopify = shopify_discounts.ShopifyDiscounts.from_settings(self.settings)
         self._shopify_due: dict[int, float] = {}  # discount code id → monotonic time of the next push
         self._shopify_attempts: dict[int, int] = {}
@@ -287,15 +281,14 @@ class Sender:
     def send_now(self, message_id: int) -> SendReport:
         """Send one message at once, whatever its due time (a test send), pacing included."""
         report = SendReport()
-        self._deliver_one(message_id, report, deadline=float("inf"))
+        self._deliver_one(message_id, report)
         return report
 
     def deliver(self, report: SendReport, *, deadline: float) -> None:
         """Send due messages until none is left or the time budget is spent."""
         allowed = [channel for channel in CHANNELS if self._may_send(channel)]
-        paced_out: set[str] = set()
         while self.monotonic() < deadline:
-            ids = self._claim([c for c in allowed if c not in paced_out])
+            ids = self._claim(allowed)
             if not ids:
                 return
             for index, message_id in enumerate(ids):
@@ -303,17 +296,19 @@ class Sender:
                     self._release(ids[index:])
                     return
                 try:
-                    self._deliver_one(message_id, report, deadline)
-                except PacedOut as out:
-                    paced_out.add(str(out))
-                    self._release([message_id])
+                    self._deliver_one(message_id, report)
                 except Exception:
                     log.exception("message %s: unexpected error; it will be retried", message_id)
                     self._release([message_id], delay=timedelta(seconds=60))
 
     def _may_send(self, channel: ChannelName) -> bool:
         provider = self.registry.provider(channel)
-        if provider in LOCAL_PROVIDERS or self.pacers.rate_for(provider) <= 0:
+        paced = any(
+            key == provider or key.startswith(f"{provider}:")
+            for key, rate in self.pacers.rates.items()
+            if rate > 0
+        )
+        if provider in LOCAL_PROVIDERS or not paced:
             return True
         return self.holds(f"send:{provider}")
 
@@ -357,12 +352,13 @@ class Sender:
 
     # --- one message ------------------------------------------------------------------------------
 
-    def _deliver_one(self, message_id: int, report: SendReport, deadline: float) -> None:
+    def _deliver_one(self, message_id: int, report: SendReport) -> None:
         grid = self._cart_grid(message_id)  # fetched and drawn before any transaction opens
-        prepared = self._prepare(message_id, report, deadline, grid)
+        prepared = self._prepare(message_id, report, grid)
         if prepared is None:
             return
-        start = self.pacers.reserve(prepared.pace_key, self.monotonic(), prepared.units)
+        # A reserved slot is always used (never wasted), even a little past the pass's budget.
+        start = self.pacers.reserve(prepared.provider, prepared.sender, self.monotonic(), prepared.units)
         wait = start - self.monotonic()
         if wait > 0:
             self.sleep(wait)
@@ -388,7 +384,7 @@ class Sender:
         return media.cart_grid(urls) if urls else None
 
     def _prepare(
-        self, message_id: int, report: SendReport, deadline: float, grid: imagegrid.GridImage | None = None
+        self, message_id: int, report: SendReport, grid: imagegrid.GridImage | None = None
     ) -> _Prepared | None:
         """Phase A, in one transaction: policies, rendering, pacing slot, `sending`."""
         now = self.runtime.clock.now()
@@ -439,19 +435,13 @@ class Sender:
             adapter = self.registry.channel(message.channel)  # type: ignore[arg-type]
             outgoing = self._outgoing(session, message, customer, address)
             sender = adapter.sender(outgoing)
-            pace_key = f"{adapter.provider}:{sender}"
             units = (message.sms_parts or 1) if family(message.channel) == "sms" else 1
-            if (
-                adapter.provider not in LOCAL_PROVIDERS
-                and self.pacers.next_start(pace_key, self.monotonic(), units) > deadline
-            ):
-                raise PacedOut(message.channel)
             message.provider = adapter.provider
             message.sender = sender
             message.attempts += 1
             message.next_attempt_at = now + CLAIM_LEASE
             records.record(session, message, "sending", now, stream=False)
-            return _Prepared(message.id, adapter, outgoing, pace_key, units)
+            return _Prepared(message.id, adapter, outgoing, adapter.provider, sender, units)
 
     def _defer(
         self,
@@ -553,28 +543,27 @@ class Sender:
             store_timezone=shop.timezone,
         )
         history = self._history(session, message, now) if not message.transactional and customer else []
-        return policy.decide(
+        return self.policy.decide(
             policy.SendRequest(
-                channel=message.channel,
+                channel=message.channel,  # type: ignore[arg-type]
+                now=now,
                 transactional=message.transactional,
                 category=message.category,
-                consent=consent,
-                suppression=suppression,
+                consent=consent,  # type: ignore[arg-type]
+                suppression=suppression,  # type: ignore[arg-type]
                 has_address=bool(address),
+                address=address,
                 zones=zones,
-                window=self.quiet_hours.window_for(
-                    customer.country if customer else None, customer.region if customer else None
-                ),
-                caps=self.caps,
-                history=history,
-                when_capped=self._when_capped(session, message),
-                now=now,
+                country=customer.country if customer else None,
+                region=customer.region if customer else None,
+                history=tuple(history),
+                when_capped=self._when_capped(session, message),  # type: ignore[arg-type]
             )
         )
 
     def _history(self, session: Session, message: Message, now: datetime) -> list[caps.SentRecord]:
         """Marketing messages already sent to this person on this channel family (for caps)."""
-        longest = max((cap.window for cap in self.caps), default=timedelta(0))
+        longest = max((cap.window for cap in self.policy.caps), default=timedelta(0))
         if not longest:
             return []
         channels = ["sms", "mms"] if family(message.channel) == "sms" else [message.channel]

@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import winback
 from winback.runtime import Runtime
-from winback.web import admin, flows, messages, segments, shopify, tracking
+from winback.web import admin, channels, flows, messages, segments, shopify, tracking
 from winback.web.errors import install_error_handlers
 
 
@@ -51,6 +51,7 @@ def create_app(runtime: Runtime, *, embedded_worker: bool = False) -> FastAPI:
     app.include_router(segments.router)
     app.include_router(flows.router)
     app.include_router(shopify.router)
+    app.include_router(channels.router)  # before messages: /messages/preview is not a message id
     app.include_router(messages.router)
 
     @app.get("/health", tags=["health"])
