@@ -203,6 +203,11 @@ def test_toll_free_number_gives_many_zones() -> None:
     names = {zone.key for zone in zones}
     assert {"America/New_York", "America/Los_Angeles", "Pacific/Honolulu"} <= names
     assert "Etc/Unknown" not in names
+    store_first = recipient_timezones(
+        profile_timezone=None, phone_e164="+18005550123", country="US", store_timezone="America/Chicago"
+    )
+    assert store_first[0] == ZoneInfo("America/Chicago")
+    assert set(store_first) == set(zones) and len(store_first) == len(zones)
 
 
 def test_unknown_zone_is_ignored_and_store_zone_used() -> None:

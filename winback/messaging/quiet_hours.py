@@ -15,8 +15,9 @@ into each other.
 
 Which timezones (`recipient_timezones`): the profile's own IANA timezone when it is valid; else
 what the phone number says (an area code gives one zone, a toll-free or unknown prefix can give
-many, and "Etc/Unknown" is ignored); else the country's zone when phonenumbers' data for its
-calling code names exactly one ("DE", not "US"); else the store's timezone.
+many, and "Etc/Unknown" is ignored; when the store's timezone is among several, it is put first);
+else the country's zone when phonenumbers' data for its calling code names exactly one ("DE",
+not "US"); else the store's timezone.
 
 When (`next_allowed`): with several zones (an ambiguous number) the message waits until the
 window is open in every one of them — the conservative reading. When the zones are so far apart
@@ -233,13 +234,16 @@ def recipient_timezones(
     profile = _zone(profile_timezone)
     if profile is not None:
         return (profile,)
+    store = _zone(store_timezone)
     zones = _phone_zones(phone_e164)
     if zones:
+        if store is not None and store in zones:
+            # Most likely first (it decides when the zones never share a window): the store's own.
+            zones = (store, *(zone for zone in zones if zone != store))
         return zones
     zones = _country_zones(country)
     if zones:
         return zones
-    store = _zone(store_timezone)
     return (store,) if store is not None else (ZoneInfo("UTC"),)
 
 
