@@ -316,8 +316,8 @@ def test_naive_now_is_refused() -> None:
 
 
 def test_from_settings_reads_the_messaging_block() -> None:
-    settings = Settings(quiet_hours_window="09:00-20:00", frequency_caps={"sms": "2/24"})
-    policy = SendPolicy.from_settings(settings)
+    configured = Settings(quiet_hours_window="09:00-20:00", frequency_caps={"sms": "2/24"})
+    policy = SendPolicy.from_settings(configured)
     assert str(policy.quiet_hours.default) == "09:00-20:00"
     assert [cap.text for cap in policy.caps] == ["at most 2 sms per 24 h"]
     with pytest.raises(ValueError, match="frequency cap key 'fax'"):
