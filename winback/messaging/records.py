@@ -30,7 +30,7 @@ STREAM_EVENTS: Final[dict[str, str]] = {
 
 # Statuses that move the message's own `status` column (the others are engagement on top of it).
 DELIVERY_STATUSES: Final = frozenset(
-    {"queued", "deferred", "sending", "sent", "delivered", "failed", "skipped", "unknown", "undelivered"}
+    {"queued", "deferred", "retrying", "sending", "sent", "delivered", "failed", "skipped", "unknown"}
 )
 
 CUSTOMER_CHANNELS: Final = frozenset({"sms", "mms", "email", "push"})
