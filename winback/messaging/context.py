@@ -19,7 +19,8 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from winback.db.models import Checkout, Customer, Order, OrderLine
+from winback.db.expressions import one_of
+from winback.db.models import Checkout, Customer, Order, OrderLine, Product, ProductVariant
 from winback.messaging import discounts, recommendations
 from winback.settings import StoreProfile
 
@@ -58,7 +59,7 @@ def build(
     }
     checkout = _checkout_for(session, customer, event)
     if checkout is not None:
-        value = checkout_value(checkout, shop)
+        value = checkout_value(session, checkout, shop)
         values["checkout"] = value
         values["cart"] = {**value, "url": value["recovery_url"]}
     order = _order_for(session, event)
@@ -103,7 +104,45 @@ def cart_image_urls(
     items: list[Any] = list(checkout.items or []) if checkout is not None else []
     if not items and isinstance(event.get("products"), list):
         items = event["products"]
-    return [str(item["image_url"]) for item in items if isinstance(item, dict) and item.get("image_url")]
+    items = with_catalog_images(session, [item for item in items if isinstance(item, dict)])
+    return [str(item["image_url"]) for item in items if item.get("image_url")]
+
+
+def with_catalog_images(session: Session, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Lines with an image: their own, else their variant's, else their product's from the catalog
+    (Shopify's checkout webhooks carry no images; its product webhooks do)."""
+    missing = [item for item in items if not item.get("image_url")]
+    variants: dict[str, str] = {}
+    products: dict[str, str] = {}
+    variant_ids = sorted({str(i["variant_id"]) for i in missing if i.get("variant_id")})
+    product_ids = sorted({str(i["product_id"]) for i in missing if i.get("product_id")})
+    if variant_ids:
+        variants = {
+            variant_id: image
+            for variant_id, image in session.execute(
+                select(ProductVariant.variant_id, ProductVariant.image_url).where(
+                    one_of(ProductVariant.variant_id, variant_ids), ProductVariant.image_url.is_not(None)
+                )
+            )
+        }
+    if product_ids:
+        products = {
+            product_id: image
+            for product_id, image in session.execute(
+                select(Product.product_id, Product.image_url).where(
+                    one_of(Product.product_id, product_ids), Product.image_url.is_not(None)
+                )
+            )
+        }
+    result = []
+    for item in items:
+        image = (
+            item.get("image_url")
+            or variants.get(str(item.get("variant_id")))
+            or products.get(str(item.get("product_id")))
+        )
+        result.append({**item, "image_url": image})
+    return result
 
 
 def shop_value(shop: StoreProfile) -> dict[str, Any]:
@@ -142,8 +181,8 @@ def customer_value(customer: Customer) -> dict[str, Any]:
     return value
 
 
-def checkout_value(checkout: Checkout, shop: StoreProfile) -> dict[str, Any]:
-    items = [_item_value(item) for item in checkout.items or []]
+def checkout_value(session: Session, checkout: Checkout, shop: StoreProfile) -> dict[str, Any]:
+    items = [_item_value(item) for item in with_catalog_images(session, checkout.items or [])]
     return {
         "id": checkout.external_id,
         "kind": checkout.kind,
