@@ -160,6 +160,26 @@ class Settings(BaseSettings):
     attribution_window_days: int = Field(default=5, ge=1)  # orders counted as converted by a message
 
     @model_validator(mode="after")
+    def _valid_messaging_policies(self) -> Settings:
+        """Quiet hours, caps and send rates are read when the first message is sent; a typo must
+        stop the process at start, naming the setting."""
+        from winback.messaging.caps import parse_caps
+        from winback.messaging.pacing import Pacers
+        from winback.messaging.quiet_hours import QuietHours
+
+        for name, check in (
+            ("WINBACK_QUIET_HOURS_WINDOW / WINBACK_QUIET_HOURS_OVERRIDES",
+             lambda: QuietHours.from_settings(self.quiet_hours_window, self.quiet_hours_overrides)),
+            ("WINBACK_FREQUENCY_CAPS", lambda: parse_caps(self.frequency_caps)),
+            ("WINBACK_SEND_RATES", lambda: Pacers(self.send_rates)),
+        ):  # fmt: skip
+            try:
+                check()
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
     def _valid_store_profile(self) -> Settings:
         try:
             self.store_profile()

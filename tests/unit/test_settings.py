@@ -32,3 +32,18 @@ def test_unknown_timezone_is_refused_with_the_variable_named(monkeypatch: pytest
     monkeypatch.setenv("WINBACK_STORE_TIMEZONE", "Europe/Atlantis")
     with pytest.raises(ValidationError, match="WINBACK_STORE_TIMEZONE"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("quiet_hours_window", "8-21", "WINBACK_QUIET_HOURS_WINDOW"),
+        ("quiet_hours_overrides", {"US-TX": "09:00-25:00"}, "WINBACK_QUIET_HOURS_OVERRIDES"),
+        ("frequency_caps", {"sms": "one a day"}, "WINBACK_FREQUENCY_CAPS"),
+        ("send_rates", {"twilio": float("nan")}, "WINBACK_SEND_RATES"),
+    ],
+)
+def test_messaging_policies_are_checked_at_start(field: str, value: object, named: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        Settings(**{field: value})
+    assert named in str(error.value)
