@@ -397,7 +397,7 @@ def test_one_click_unsubscribe_takes_effect_at_once(
     page = client.get(path)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "Unsubscribe from Tea &amp; Co email messages?" in page.text
-    assert f'action="{path}"' in page.text and 'method="post"' in page.text
+    assert '<form method="post">' in page.text  # posts back to the page's own URL
     assert suppressions(engine) == {}
 
     # The mail client's RFC 8058 one-click POST

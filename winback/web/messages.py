@@ -355,13 +355,15 @@ def unsubscribe_page(token: str, runtime: RuntimeDep) -> HTMLResponse:
         target = _unsubscribe_target(runtime, token)
     except InvalidInput as exc:
         return _invalid_link_page(exc)
-    shop = html.escape(_shop_name(runtime))
+    shop = _shop_name(runtime)
     label = CHANNEL_LABELS[target.channel]
+    # No `action`: the form posts back to the URL the page was served at, whatever path prefix a
+    # proxy puts in front of winback.
     return _page(
-        f"Unsubscribe from {_shop_name(runtime)} {label} messages?",
-        f"<p>You will no longer receive marketing {html.escape(label)} messages from {shop}. "
+        f"Unsubscribe from {shop} {label} messages?",
+        f"<p>You will no longer receive marketing {html.escape(label)} messages from {html.escape(shop)}. "
         "Messages about your orders are not affected.</p>"
-        f'<form method="post" action="/u/{html.escape(token)}">'
+        '<form method="post">'
         '<input type="hidden" name="confirm" value="yes">'
         '<button type="submit">Unsubscribe</button></form>',
     )
