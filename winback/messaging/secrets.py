@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, Table, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
-from winback.db.engine import transaction
+from winback.db.engine import reading, transaction
 from winback.db.expressions import insert_or_ignore
 from winback.db.models import SecretValue
 
@@ -92,6 +92,13 @@ def get_or_create_secret(engine_or_session: Engine | Session, name: str, make: C
     cached = _cached(pool, name)
     if cached is not None:
         return cached
+    # Read first without the write lock (SQLite's BEGIN IMMEDIATE would wait for any writer,
+    # including a caller that holds a transaction of its own); write only when it is missing.
+    with reading(engine) as reader:
+        stored = reader.scalar(select(SecretValue.value).where(SecretValue.name == name))
+    if stored is not None:
+        _remember(pool, name, stored)
+        return stored
     with transaction(engine) as own:
         value, _inserted = _insert_then_read(own, name, make)
     _remember(pool, name, value)
