@@ -353,7 +353,14 @@ class Sender:
     # --- one message ------------------------------------------------------------------------------
 
     def _deliver_one(self, message_id: int, report: SendReport) -> None:
-        grid = self._cart_grid(message_id)  # fetched and drawn before any transaction opens
+        # Before any transaction opens: the adapter (web push reads its keys through its own
+        # transaction, which SQLite's single writer would refuse inside ours) and the cart grid
+        # (product images fetched over the network).
+        channel = self._channel_of(message_id)
+        if channel is None:
+            return
+        self.registry.channel(channel)
+        grid = self._cart_grid(message_id)
         prepared = self._prepare(message_id, report, grid)
         if prepared is None:
             return
@@ -368,6 +375,11 @@ class Sender:
             log.exception("the %s adapter raised for message %s", prepared.adapter.provider, message_id)
             outcome = SendOutcome("failed", error=f"the {prepared.adapter.provider} adapter failed: {exc}")
         self._record_outcome(message_id, outcome, report)
+
+    def _channel_of(self, message_id: int) -> ChannelName | None:
+        with reading(self.runtime.engine) as session:
+            channel = session.scalar(select(Message.channel).where(Message.id == message_id))
+        return channel  # type: ignore[return-value]
 
     def _cart_grid(self, message_id: int) -> imagegrid.GridImage | None:
         """The MMS cart grid a message still needs, else None."""
@@ -504,13 +516,8 @@ class Sender:
         if channel == "push":
             if customer is None:
                 return None
-            subscription = session.scalars(
-                select(PushSubscription)
-                .where(PushSubscription.customer_id == customer.id)
-                .order_by(PushSubscription.created_at.desc(), PushSubscription.id.desc())
-                .limit(1)
-            ).first()
-            return subscription.endpoint if subscription else None
+            subscriptions = engagement.push_subscriptions_for(session, customer.id)
+            return subscriptions[-1].endpoint if subscriptions else None  # the newest browser
         action = self._action(session, message)
         if channel == "webhook":
             return str(action.get("url") or "")

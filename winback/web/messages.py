@@ -166,7 +166,10 @@ def list_messages(
         Literal["sms", "mms", "email", "push", "slack", "webhook", "meta"] | None, Query()
     ] = None,
     status: Annotated[
-        Literal["queued", "deferred", "sending", "sent", "delivered", "failed", "skipped", "unknown"] | None,
+        Literal[
+            "queued", "deferred", "retrying", "sending", "sent", "delivered", "failed", "skipped", "unknown"
+        ]
+        | None,
         Query(),
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
