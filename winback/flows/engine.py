@@ -14,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Table, exists, select, update
+from sqlalchemy import (
+    Table,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
 from winback import store
 from winback.db.engine import transaction
@@ -65,14 +69,35 @@ def plan_of(session: Session, version_id: int) -> stepping.Plan:
     version = session.get(FlowVersion, version_id)  # the session's identity map: one query per batch
     if version is None:
         raise LookupError(f"flow version {version_id} does not exist")
-    digest = hashlib.blake2b(
-        orjson.dumps(version.definition, option=orjson.OPT_SORT_KEYS), digest_size=16
-    ).digest()
+    return _plan_for(version.definition)
+
+
+def plans_of(session: Session, version_ids: Iterable[int]) -> dict[int, stepping.Plan]:
+    """The parsed plans of several flow versions, read with one query (on the raw driver: this runs
+    once per batch of stepped runs, and a Core statement costs ten times as much to execute)."""
+    wanted = sorted(set(version_ids))
+    connection = session.connection()
+    parameters: tuple[Any, ...]
+    if connection.dialect.name == "postgresql":
+        sql, parameters = "SELECT id, definition FROM flow_versions WHERE id = ANY(%s)", (wanted,)
+    else:
+        marks = ", ".join("?" * len(wanted))
+        sql, parameters = f"SELECT id, definition FROM flow_versions WHERE id IN ({marks})", tuple(wanted)
+    plans = {}
+    for version_id, definition in connection.exec_driver_sql(sql, parameters):
+        plans[version_id] = _plan_for(orjson.loads(definition) if isinstance(definition, str) else definition)
+    for version_id in set(wanted) - plans.keys():
+        raise LookupError(f"flow version {version_id} does not exist")
+    return plans
+
+
+def _plan_for(definition: dict[str, Any]) -> stepping.Plan:
+    digest = hashlib.blake2b(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
     plan = _plans.get(digest)
     if plan is None:
         if len(_plans) > 1_000:
             _plans.clear()
-        plan = stepping.Plan(d.parse_flow(version.definition))
+        plan = stepping.Plan(d.parse_flow(definition))
         _plans[digest] = plan
     return plan
 
@@ -260,83 +285,220 @@ def wake_for_events(session: Session, customer_ids: Iterable[int], now: datetime
 
 # --- stepping due runs --------------------------------------------------------------------------
 
+_RUNS: Table = FlowRun.__table__  # type: ignore[assignment]
+
+
+class ClaimedRun(NamedTuple):
+    """What stepping reads of a claimed run. Not its `history`: `step` only appends to it, so the
+    engine steps each run from an empty history and appends the new visits in SQL."""
+
+    id: int
+    flow_id: int
+    flow_version_id: int
+    customer_id: int
+    status: str
+    node_id: str | None
+    entered_at: datetime
+    node_entered_at: datetime | None
+    wake_at: datetime | None
+    exit_reason: str | None
+    trigger: dict[str, Any]
+    checkout_id: str | None
+    attempts: int
+
+
+# The hot statements run on the raw driver (as a bare claim-and-update loop would): SQLAlchemy's
+# per-row parameter and result processing was about a third of the time of a drain.
+_CLAIM_COLUMNS = ", ".join(ClaimedRun._fields)
+_CLAIM = {
+    "sqlite": (
+        f"SELECT {_CLAIM_COLUMNS} FROM flow_runs WHERE due_at <= ? AND status IN ('active', 'waiting') "
+        "ORDER BY due_at, id LIMIT ?"
+    ),
+    "postgresql": (
+        f"SELECT {_CLAIM_COLUMNS} FROM flow_runs WHERE due_at <= %s AND status IN ('active', 'waiting') "
+        "ORDER BY due_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+    ),
+}
+# The new state of a stepped run, its parameters in the order of `_state_params`. The step's
+# visits are appended to `history` without reading it back. PostgreSQL: jsonb `||` with the JSON
+# array of the new visits. SQLite (JSON as text, numbered parameters): ?7 is the new visits' items
+# without the brackets; a non-empty stored array (of objects, ending "}]") loses its closing
+# bracket (and any trailing blanks) and gets "," + the items + "]"; an empty or missing history
+# becomes the new array; no new visits leave it as it is. A finished run (`finished_at` given)
+# frees its `active_key`.
+_STATE_UPDATE = {
+    "sqlite": (
+        "UPDATE flow_runs SET node_id = ?1, status = ?2, node_entered_at = ?3, wake_at = ?4, due_at = ?5, "
+        "exit_reason = ?6, history = CASE WHEN ?7 = '' THEN history "
+        "WHEN json_array_length(history) > 0 THEN rtrim(history, '] ' || char(9, 10, 13)) || ',' || ?7 || ']' "
+        "ELSE '[' || ?7 || ']' END, "
+        "updated_at = ?8, last_error = NULL, attempts = 0, finished_at = coalesce(?9, finished_at), "
+        "active_key = CASE WHEN ?9 IS NULL THEN active_key END WHERE id = ?10"
+    ),
+    "postgresql": (
+        "UPDATE flow_runs SET node_id = %s, status = %s, node_entered_at = %s::timestamptz, "
+        "wake_at = %s::timestamptz, due_at = %s::timestamptz, exit_reason = %s, "
+        "history = CASE WHEN jsonb_typeof(history) = 'array' THEN history ELSE '[]'::jsonb END || %s::jsonb, "
+        "updated_at = %s::timestamptz, last_error = NULL, attempts = 0, "
+        "finished_at = coalesce(%s::timestamptz, finished_at), "
+        "active_key = CASE WHEN %s::timestamptz IS NULL THEN active_key END WHERE id = %s"
+    ),
+}
+# Every column of `outbox` the engine writes; a column added to the table must be added here (or
+# have a server-side default): tests/integration/test_flow_engine.py checks it.
+OUTBOX_COLUMNS = (
+    "idempotency_key", "run_id", "flow_id", "node_id", "customer_id", "kind", "payload", "status",
+    "created_at", "updated_at",
+)  # fmt: skip
+_OUTBOX_INSERT = {
+    "sqlite": (
+        f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES ({', '.join('?' * len(OUTBOX_COLUMNS))}) "
+        "ON CONFLICT (idempotency_key) DO NOTHING"
+    ),
+    "postgresql": (
+        f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES "
+        f"({', '.join('%s::jsonb' if c == 'payload' else '%s' for c in OUTBOX_COLUMNS)}) "
+        "ON CONFLICT (idempotency_key) DO NOTHING"
+    ),
+}
+
+
+class _Driver:
+    """Values to and from the raw driver as SQLAlchemy's column types write and read them: UTC
+    datetimes (on SQLite the text SQLAlchemy stores, each distinct value converted once), JSON
+    through orjson like the engines' json_serializer."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.name: str = dialect.name
+        self.sqlite = self.name == "sqlite"
+        column_type = _RUNS.c.updated_at.type.dialect_impl(dialect)
+        self._time: Callable[[datetime], Any] = column_type.bind_processor(dialect) or (lambda value: value)
+        self._times: dict[datetime, Any] = {}
+
+    def time(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        converted = self._times.get(value)
+        if converted is None:
+            converted = self._times[value] = self._time(value)
+        return converted
+
+    def json(self, value: Any) -> str:
+        return orjson.dumps(value, default=str).decode()
+
+    def claimed(self, row: Sequence[Any]) -> ClaimedRun:
+        (run_id, flow_id, version_id, customer_id, status, node_id, entered_at, node_entered_at, wake_at,
+         exit_reason, trigger, checkout_id, attempts) = row  # fmt: skip
+        if self.sqlite:  # datetimes as "YYYY-MM-DD HH:MM:SS.ffffff" (UTC), JSON as text
+            entered_at = _from_text(entered_at)
+            node_entered_at = node_entered_at and _from_text(node_entered_at)
+            wake_at = wake_at and _from_text(wake_at)
+            trigger = orjson.loads(trigger) if trigger else None
+        else:
+            entered_at = entered_at.astimezone(UTC)
+            node_entered_at = node_entered_at and node_entered_at.astimezone(UTC)
+            wake_at = wake_at and wake_at.astimezone(UTC)
+        return ClaimedRun(
+            run_id, flow_id, version_id, customer_id, status, node_id, entered_at, node_entered_at, wake_at,
+            exit_reason, trigger or {}, checkout_id, attempts,
+        )  # fmt: skip
+
+
+def _from_text(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+class _BatchWriteFailed(Exception):
+    """The one-statement write of a batch failed: the batch is stepped again, run by run."""
+
 
 def step_due_runs(runtime: Runtime, limit: int = STEP_BATCH) -> int:
     """Claim up to `limit` due runs, step each, apply its commands; returns runs stepped."""
+    try:
+        return _step_due(runtime, limit, careful=False)
+    except _BatchWriteFailed:
+        log.exception("writing a batch of stepped runs at once failed; stepping them one by one")
+        return _step_due(runtime, limit, careful=True)
+
+
+def _step_due(runtime: Runtime, limit: int, careful: bool) -> int:
     now = runtime.clock.now()
     with transaction(runtime.engine) as session:
-        query = (
-            select(FlowRun)
-            .where(FlowRun.due_at <= now, FlowRun.status.in_(ACTIVE))
-            .order_by(FlowRun.due_at, FlowRun.id)
-            .limit(limit)
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        runs = list(session.scalars(query))
-        if not runs:
+        connection = session.connection()
+        driver = _Driver(connection.dialect)
+        claimed = connection.exec_driver_sql(_CLAIM[driver.name], (driver.time(now), limit)).all()
+        if not claimed:
             return 0
-        timezone = store.profile_in(session, runtime.settings).timezone
-        # Parsed once per batch: the session's identity map holds FlowVersion weakly, so a
-        # `plan_of` per run reloaded the version row each time (two SELECTs and a hash per run).
-        plans = {
-            version_id: plan_of(session, version_id) for version_id in {run.flow_version_id for run in runs}
-        }
+        runs = [driver.claimed(row) for row in claimed]
+        plans = plans_of(session, {run.flow_version_id for run in runs})  # parsed once per batch
+        # The store's timezone is read by the same plans that read profiles (segment-rule
+        # conditions, delays in local time or until a birthday); other plans never look at it.
+        timezone = (
+            store.profile_in(session, runtime.settings).timezone
+            if any(_reads_profile(plan) for plan in plans.values())
+            else "UTC"
+        )
         contexts = _contexts(session, runs, plans, now, timezone)
-        # Fast path: step every run in memory, then write all their outbox rows in one statement
-        # and all their new states in one executemany. Runs whose commands act inside winback
-        # (tags, lists, …), runs whose step raised, and — should the batch write fail — every run,
-        # take the careful path: one savepoint each, so a broken run is contained.
-        careful: list[FlowRun] = []
-        stepped: list[tuple[FlowRun, stepping.StepResult]] = []
+        # Fast path: step every run in memory, then write all their outbox rows and all their new
+        # states with one executemany each. Runs whose commands act inside winback (tags, lists,
+        # …) and runs whose step raised take the careful path: one savepoint each, so a broken run
+        # is contained. Should the batch write itself fail, the transaction is rolled back and the
+        # batch stepped again with every run on the careful path (`_BatchWriteFailed`).
+        slow: list[ClaimedRun] = []
+        stepped: list[tuple[ClaimedRun, stepping.StepResult]] = []
         for run in runs:
+            if careful:
+                slow.append(run)
+                continue
             try:
                 result = _step(run, plans[run.flow_version_id], contexts[run.id], now)
             except Exception:
-                careful.append(run)
+                slow.append(run)
                 continue
             if any(command.action.type not in OUTBOUND for command in result.commands):
-                careful.append(run)
+                slow.append(run)
             else:
                 stepped.append((run, result))
         if stepped:
             try:
-                with session.begin_nested():
-                    _write_batch(session, stepped, now)
-            except Exception:
-                log.exception("writing %d stepped runs at once failed; writing them one by one", len(stepped))
-                careful.extend(run for run, _ in stepped)
-        for run in careful:
+                _write_batch(session, driver, stepped, now)
+            except Exception as exc:
+                raise _BatchWriteFailed from exc
+        for run in slow:
             try:
                 with session.begin_nested():
-                    _step_one(session, run, plans[run.flow_version_id], contexts[run.id], now)
+                    _step_one(session, driver, run, plans[run.flow_version_id], contexts[run.id], now)
             except Exception as exc:  # contained: one broken run never stops the others
                 log.exception("flow run %s failed at node %s", run.id, run.node_id)
                 _record_failure(session, run, exc, now)
         return len(runs)
 
 
-RUN_STATE_COLUMNS = (
-    "node_id", "status", "node_entered_at", "wake_at", "due_at", "exit_reason", "history", "updated_at",
-    "last_error", "attempts", "finished_at", "active_key",
-)  # fmt: skip
-
-
-def _write_batch(session: Session, stepped: list[tuple[FlowRun, stepping.StepResult]], now: datetime) -> None:
-    """Outbox rows of many runs in one INSERT (a key already there is skipped: a replay), then
-    their states, every column flagged so the UPDATEs share one shape (one executemany)."""
-    rows = [_outbox_row(run, command, now) for run, result in stepped for command in result.commands]
-    if rows:
-        outbox: Table = OutboxEntry.__table__  # type: ignore[assignment]
-        session.execute(insert_or_ignore(session.get_bind().dialect.name, outbox, ["idempotency_key"]), rows)
+def _write_batch(
+    session: Session, driver: _Driver, stepped: list[tuple[ClaimedRun, stepping.StepResult]], now: datetime
+) -> None:
+    """Outbox rows of many runs in one executemany INSERT (a key already there is skipped: a
+    replay), then their states in one executemany UPDATE."""
+    connection = session.connection()
+    actions: dict[int, str] = {}  # id(action) → its JSON: a plan holds one action object per node
+    created = driver.time(now)
+    rows = []
     for run, result in stepped:
-        _store_state(run, result.state, now)
-        for column in RUN_STATE_COLUMNS:
-            flag_modified(run, column)
-    session.flush()
+        for command in result.commands:
+            action = command.action
+            action_json = actions.get(id(action))
+            if action_json is None:
+                action_json = actions[id(action)] = driver.json(action.model_dump(mode="json"))
+            payload = driver.json(_payload(run, orjson.Fragment(action_json)))
+            rows.append((command.key, run.id, run.flow_id, command.node_id, run.customer_id, action.type,
+                         payload, "pending" if action.type in OUTBOUND else "applied", created, created))  # fmt: skip
+    if rows:
+        connection.exec_driver_sql(_OUTBOX_INSERT[driver.name], rows)
+    _store_states(session, driver, [(run.id, result.state) for run, result in stepped], now)
 
 
-def _record_failure(session: Session, run: FlowRun, exc: Exception, now: datetime) -> None:
+def _record_failure(session: Session, run: ClaimedRun, exc: Exception, now: datetime) -> None:
     attempts = (run.attempts or 0) + 1
     delay = min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX)
     session.execute(
@@ -353,53 +515,77 @@ def _record_failure(session: Session, run: FlowRun, exc: Exception, now: datetim
 
 
 def _step(
-    run: FlowRun, plan: stepping.Plan, context: stepping.StepContext, now: datetime
+    run: ClaimedRun, plan: stepping.Plan, context: stepping.StepContext, now: datetime
 ) -> stepping.StepResult:
     state = _state_of(run)
     return stepping.step(plan, state, _stimulus(plan, state, context), context, now)
 
 
 def _step_one(
-    session: Session, run: FlowRun, plan: stepping.Plan, context: stepping.StepContext, now: datetime
+    session: Session,
+    driver: _Driver,
+    run: ClaimedRun,
+    plan: stepping.Plan,
+    context: stepping.StepContext,
+    now: datetime,
 ) -> None:
     result = _step(run, plan, context, now)
     for command in result.commands:
         _apply(session, run, command, context, now)
-    _store_state(run, result.state, now)
+    _store_states(session, driver, [(run.id, result.state)], now)
 
 
-def _state_of(run: FlowRun) -> stepping.RunState:
+def _state_of(run: ClaimedRun) -> stepping.RunState:
+    """The run as `step` takes it, with an empty history: `step` never reads past visits, only
+    appends new ones, and those are all the engine needs to write."""
     return stepping.RunState(
-        run_id=run.id,
-        node_id=run.node_id,
-        status=run.status,  # type: ignore[arg-type]
-        entered_at=run.entered_at,
-        node_entered_at=run.node_entered_at,
-        wake_at=run.wake_at,
-        exit_reason=run.exit_reason,
-        history=tuple(
-            stepping.Visit(item["node_id"], datetime.fromisoformat(item["at"]), item["outcome"])
-            for item in run.history or []
-        ),
+        run.id,
+        run.node_id,
+        run.status,  # type: ignore[arg-type]
+        run.entered_at,
+        run.node_entered_at,
+        run.wake_at,
+        run.exit_reason,
     )
 
 
-def _store_state(run: FlowRun, state: stepping.RunState, now: datetime) -> None:
-    run.node_id = state.node_id
-    run.status = state.status
-    run.node_entered_at = state.node_entered_at
-    run.wake_at = state.wake_at
-    run.due_at = state.wake_at if state.status == "waiting" else (now if state.status == "active" else None)
-    run.exit_reason = state.exit_reason
-    run.history = [
-        {"node_id": v.node_id, "at": v.at.isoformat(), "outcome": v.outcome} for v in state.history
-    ]
-    run.updated_at = now
-    run.last_error = None
-    run.attempts = 0
-    if state.is_finished:
-        run.finished_at = now
-        run.active_key = None  # frees the customer (or checkout) for another run of this flow
+def _store_states(
+    session: Session, driver: _Driver, states: list[tuple[int, stepping.RunState]], now: datetime
+) -> None:
+    """Write stepped runs' states, appending to each run's history the visits its step recorded
+    (the states were stepped from an empty history, so they hold only the new visits)."""
+    stamp = now.isoformat()
+    bound_now = driver.time(now)
+    sqlite = driver.sqlite
+    params: list[tuple[Any, ...]] = []
+    for run_id, state in states:
+        status = state.status
+        wake_at = driver.time(state.wake_at)
+        visits = orjson.dumps(
+            [
+                {
+                    "node_id": visit.node_id,
+                    "at": stamp if visit.at is now else visit.at.isoformat(),
+                    "outcome": visit.outcome,
+                }
+                for visit in state.history
+            ]
+        ).decode()
+        finished_at = bound_now if status == "completed" or status == "exited" else None
+        due_at = wake_at if status == "waiting" else (bound_now if status == "active" else None)
+        common = (
+            state.node_id,
+            status,
+            driver.time(state.node_entered_at),
+            wake_at,
+            due_at,
+            state.exit_reason,
+        )
+        if sqlite:
+            params.append((*common, visits[1:-1], bound_now, finished_at, run_id))
+        else:
+            params.append((*common, visits, bound_now, finished_at, finished_at, run_id))
+    session.connection().exec_driver_sql(_STATE_UPDATE[driver.name], params)
 
 
 def _stimulus(
@@ -443,21 +629,21 @@ def _reads_profile(plan: stepping.Plan) -> bool:
 
 
 def _contexts(
-    session: Session, runs: list[FlowRun], plans: dict[int, stepping.Plan], now: datetime, timezone: str
+    session: Session, runs: list[ClaimedRun], plans: dict[int, stepping.Plan], now: datetime, timezone: str
 ) -> dict[int, stepping.StepContext]:
     """Everything the step function may read, loaded for all claimed runs with a few queries."""
     eval_context = evaluator.EvalContext(now=now, timezone=timezone)
     needs = evaluator.FactNeeds()
     names: set[str] = set()
-    for run in runs:
-        plan = plans[run.flow_version_id]
+    reads_profile: dict[int, bool] = {}
+    for version_id, plan in plans.items():
         names |= _event_names(plan)
+        reads_profile[version_id] = _reads_profile(plan)
         for node in plan.flow.nodes:
             if isinstance(node, d.ConditionNode) and node.rule is not None:
                 needs = needs.merge(evaluator.needs(node.rule, eval_context))
-    customer_ids = {run.customer_id for run in runs}
     # Profiles only for runs whose plan reads them (a plain delay-then-message flow reads none).
-    profiled = {run.customer_id for run in runs if _reads_profile(plans[run.flow_version_id])}
+    profiled = {run.customer_id for run in runs if reads_profile[run.flow_version_id]}
     known = facts.load_facts(session, profiled, needs, eval_context) if profiled else {}
     events: dict[int, list[evaluator.EventFact]] = defaultdict(list)
     if names:
@@ -465,7 +651,7 @@ def _contexts(
         query = (
             select(Event.customer_id, Event.event, Event.timestamp, Event.properties)
             .where(
-                one_of(Event.customer_id, customer_ids),
+                one_of(Event.customer_id, {run.customer_id for run in runs}),
                 one_of(Event.event, names),
                 Event.timestamp >= earliest,
             )
@@ -480,15 +666,17 @@ def _contexts(
             Checkout.kind == "checkout", one_of(Checkout.external_id, checkout_ids)
         )
         statuses = {external_id: status for external_id, status in session.execute(query)}
+    nobody = evaluator.CustomerFacts(profile={})  # read-only: the facts of a run whose plan reads none
     contexts = {}
     for run in runs:
-        customer_facts = known.get(run.customer_id) or evaluator.CustomerFacts(profile={})
+        customer_facts = known.get(run.customer_id) or nobody
+        own_events = events.get(run.customer_id)
         contexts[run.id] = stepping.StepContext(
             facts=customer_facts,
             trigger=(run.trigger or {}).get("properties", {}),
-            events_since_entry=tuple(
-                e for e in events.get(run.customer_id, ()) if e.timestamp >= run.entered_at
-            ),
+            events_since_entry=tuple(e for e in own_events if e.timestamp >= run.entered_at)
+            if own_events
+            else (),
             checkout_status=statuses.get(run.checkout_id) if run.checkout_id else None,
             customer_timezone=customer_facts.profile.get("timezone"),
             store_timezone=timezone,
@@ -499,7 +687,12 @@ def _contexts(
 # --- commands -----------------------------------------------------------------------------------
 
 
-def _outbox_row(run: FlowRun, command: stepping.Command, now: datetime) -> dict[str, Any]:
+def _payload(run: ClaimedRun, action: Any) -> dict[str, Any]:
+    """An outbox row's payload: the action (its JSON) and what the sending pipeline needs of the run."""
+    return {"action": action, "trigger": run.trigger, "run_id": run.id, "flow_id": run.flow_id}
+
+
+def _outbox_row(run: ClaimedRun, command: stepping.Command, now: datetime) -> dict[str, Any]:
     kind = command.action.type
     return {
         "idempotency_key": command.key,
@@ -508,12 +701,7 @@ def _outbox_row(run: FlowRun, command: stepping.Command, now: datetime) -> dict[
         "node_id": command.node_id,
         "customer_id": run.customer_id,
         "kind": kind,
-        "payload": {
-            "action": command.action.model_dump(mode="json"),
-            "trigger": run.trigger,
-            "run_id": run.id,
-            "flow_id": run.flow_id,
-        },
+        "payload": _payload(run, command.action.model_dump(mode="json")),
         "status": "pending" if kind in OUTBOUND else "applied",
         "created_at": now,
         "updated_at": now,
@@ -521,7 +709,7 @@ def _outbox_row(run: FlowRun, command: stepping.Command, now: datetime) -> dict[
 
 
 def _apply(
-    session: Session, run: FlowRun, command: stepping.Command, context: stepping.StepContext, now: datetime
+    session: Session, run: ClaimedRun, command: stepping.Command, context: stepping.StepContext, now: datetime
 ) -> None:
     outbox: Table = OutboxEntry.__table__  # type: ignore[assignment]
     inserted = session.execute(
@@ -533,7 +721,7 @@ def _apply(
     _apply_inside(session, run, command.action, now)
 
 
-def _apply_inside(session: Session, run: FlowRun, action: Any, now: datetime) -> None:
+def _apply_inside(session: Session, run: ClaimedRun, action: Any, now: datetime) -> None:
     """Actions on winback's own data, in the run's transaction."""
     customer = session.get(Customer, run.customer_id)
     if customer is None:
