@@ -24,7 +24,7 @@ from winback.segments import membership
 from winback.segments import service as segments
 from winback.worker import runner
 
-HELLO = [{"id": "hello", "type": "action", "action": {"type": "send_sms", "body": "Hello {{ first_name }}"}}]
+HELLO = [{"id": "hello", "type": "action", "action": {"type": "send_sms", "body": "Hello {{ customer.first_name }}"}}]
 
 
 def _utc(*parts: int) -> datetime:

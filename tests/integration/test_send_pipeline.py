@@ -334,8 +334,8 @@ def test_a_worker_killed_mid_send_leaves_an_unknown_message(make_runtime: Callab
     [message] = _messages(runtime)
     # the worker committed "sending" and died before the provider answered
     report = SendReport()
-    prepared = sender._prepare(message.id, report)
-    assert prepared is not None and report.total == 0
+    [prepared], _ = sender._prepare_batch([message.id], {}, report, deadline=float("inf"))
+    assert sender._mark_sending(prepared) and report.total == 0
     assert _messages(runtime)[0].status == "sending"
     assert Sender(runtime).run().sent == 0  # its lease is not over yet
     runtime.clock.advance(CLAIM_LEASE)  # type: ignore[attr-defined]

@@ -25,6 +25,14 @@ sends in any window, hence at most 3 a second over time; such a rate is paced at
 (one unit every 2 s); every send is then "bigger than the rate" and goes alone.
 `rate <= 0` means no limit.
 
+Jitter: a send rarely starts exactly at its slot (sleep overshoot, the adapter's own work, the
+network on the way to the provider), and a later send that is on time can then share a provider's
+one-second window with an earlier one that was late. Two guards, both chosen by the caller:
+`margin_s` makes every window the pacer keeps `1 + margin_s` seconds long (the pace is then
+`floor(rate) / (1 + margin_s)`: with 30 ms, 97 % of the rate), absorbing that much lateness;
+`started(booked, actual)` tells the pacer when a send really began, so the windows after a late
+one are measured from its real time.
+
 Times are the caller's monotonic clock in seconds (`time.monotonic()`), never read here.
 Internally they are exact fractions and every returned time is a float whose exact value keeps
 the guarantee, so rounding cannot squeeze an extra send into a window. A pacer's state lives in
@@ -53,15 +61,18 @@ def _round_up(value: Fraction) -> tuple[float, Fraction]:
 class Pacer:
     """Spaces the sends of one provider/sender. Thread-safe; state is in memory."""
 
-    def __init__(self, rate_per_s: float) -> None:
+    def __init__(self, rate_per_s: float, *, margin_s: float = 0.0) -> None:
         if math.isnan(rate_per_s):
             raise ValueError("a send rate must be a number of units per second, got NaN")
+        if not 0 <= margin_s < 1:
+            raise ValueError(f"a pacing margin is between 0 and 1 second, got {margin_s!r}")
         self.rate_per_s = rate_per_s
         self.unlimited = rate_per_s <= 0 or math.isinf(rate_per_s)
         # Units allowed in one second (0 when the rate is below one: every send goes alone).
         self.per_window = 0 if self.unlimited else math.floor(rate_per_s)
+        self._window = 1 + Fraction(margin_s)  # the window the pacer keeps: a second and the margin
         spacing_rate = self.per_window if self.per_window >= 1 else rate_per_s
-        self._spacing_rate = Fraction(1) if self.unlimited else Fraction(spacing_rate)
+        self._spacing_rate = Fraction(1) if self.unlimited else Fraction(spacing_rate) / self._window
         self._next_start: Fraction | None = None  # the theoretical arrival time of the next send
         self._recent: deque[tuple[Fraction, int]] = deque()  # (start, units) of the last second
         self._recent_units = 0
@@ -84,11 +95,29 @@ class Pacer:
                 start = self._next_start
             start = self._after_recent(start, units)
             returned, exact = _round_up(start)
-            self._forget_before(exact - 1)
+            self._forget_before(exact - self._window)
             self._recent.append((exact, units))
             self._recent_units += units
             self._next_start = exact + Fraction(units) / self._spacing_rate
             return returned
+
+    def started(self, booked: float, actual: float) -> None:
+        """The send booked for `booked` really started at `actual`: when later, the windows after
+        it are measured from then (and the next send is spaced from then)."""
+        if self.unlimited or actual <= booked:
+            return
+        with self._lock:
+            exact_booked, exact_actual = Fraction(booked), Fraction(actual)
+            entries = list(self._recent)
+            for index in range(len(entries) - 1, -1, -1):
+                at, units = entries[index]
+                if at == exact_booked:
+                    entries[index] = (exact_actual, units)
+                    self._recent = deque(sorted(entries))
+                    spaced = exact_actual + Fraction(units) / self._spacing_rate
+                    if self._next_start is None or spaced > self._next_start:
+                        self._next_start = spaced
+                    return
 
     def _forget_before(self, cutoff: Fraction) -> None:
         while self._recent and self._recent[0][0] <= cutoff:
@@ -96,17 +125,17 @@ class Pacer:
 
     def _after_recent(self, start: Fraction, units: int) -> Fraction:
         """The earliest time ≥ start at which the sends of the second before leave room."""
-        self._forget_before(start - 1)
+        self._forget_before(start - self._window)
         if units > self.per_window:
-            # Too big to share a window: wait until the last send is a full second old.
+            # Too big to share a window: wait until the last send is a full window old.
             if self._recent:
-                start = max(start, self._recent[-1][0] + 1)
+                start = max(start, self._recent[-1][0] + self._window)
             return start
         in_window = self._recent_units
         for sent_at, sent_units in self._recent:
             if in_window + units <= self.per_window:
                 break
-            start = max(start, sent_at + 1)  # this one must leave the window first
+            start = max(start, sent_at + self._window)  # this one must leave the window first
             in_window -= sent_units
         return start
 
@@ -119,11 +148,12 @@ class Pacers:
     sending number or host), else no limit.
     """
 
-    def __init__(self, rates: Mapping[str, float]) -> None:
+    def __init__(self, rates: Mapping[str, float], *, margin_s: float = 0.0) -> None:
         for key, rate in rates.items():
             if not isinstance(rate, int | float) or math.isnan(rate):
                 raise ValueError(f"send_rates[{key!r}] must be a number of units per second, got {rate!r}")
         self.rates = dict(rates)
+        self.margin_s = margin_s
         self._pacers: dict[tuple[str, str], Pacer] = {}
         self._lock = threading.Lock()
 
@@ -137,8 +167,13 @@ class Pacers:
         with self._lock:
             pacer = self._pacers.get((provider, sender))
             if pacer is None:
-                pacer = self._pacers[(provider, sender)] = Pacer(self.rate_for(provider, sender))
+                pacer = self._pacers[(provider, sender)] = Pacer(
+                    self.rate_for(provider, sender), margin_s=self.margin_s
+                )
             return pacer
 
     def reserve(self, provider: str, sender: str, now: float, units: int = 1) -> float:
         return self.pacer_for(provider, sender).reserve(now, units)
+
+    def started(self, provider: str, sender: str, booked: float, actual: float) -> None:
+        self.pacer_for(provider, sender).started(booked, actual)

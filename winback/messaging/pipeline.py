@@ -39,6 +39,7 @@ from winback.db.models import (
     DiscountCode,
     FlowRun,
     Message,
+    MessageEvent,
     OutboxEntry,
     PushSubscription,
     Suppression,
@@ -66,6 +67,11 @@ from winback.settings import StoreProfile
 
 log = logging.getLogger(__name__)
 
+# Each paced window is kept 30 ms longer than a second, so a send that starts or arrives a little
+# late cannot put a provider's one-second window over its rate (97 % of the rate is used).
+PACE_MARGIN_S: Final = 0.03
+OUTCOME_BATCH: Final = 20  # outcomes recorded together (a crash leaves at most these `sending`)
+OUTCOME_FLUSH_S: Final = 0.5  # … or those of the last half second, whichever comes first
 OPEN_STATUSES: Final = ("queued", "deferred", "retrying", "sending")
 SENT_STATUSES: Final = ("sending", "sent", "delivered", "unknown")
 CLAIM_LEASE: Final = timedelta(minutes=5)  # a claimed message is due again after this if its worker died
@@ -138,7 +144,7 @@ class Sender:
         self.sleep = sleep
         self.monotonic = monotonic
         self.rng = rng or random.SystemRandom()
-        self.pacers = pacing.Pacers(self.settings.send_rates)
+        self.pacers = pacing.Pacers(self.settings.send_rates, margin_s=PACE_MARGIN_S)
         self.policy = policy.SendPolicy.from_settings(self.settings)
         self.shopify = shopify_discounts.ShopifyDiscounts.from_settings(self.settings)
         self._shopify_due: dict[int, float] = {}  # discount code id → monotonic time of the next push
@@ -281,7 +287,7 @@ class Sender:
     def send_now(self, message_id: int) -> SendReport:
         """Send one message at once, whatever its due time (a test send), pacing included."""
         report = SendReport()
-        self._deliver_one(message_id, report)
+        self._deliver_batch([message_id], report, deadline=float("inf"))
         return report
 
     def deliver(self, report: SendReport, *, deadline: float) -> None:
@@ -291,15 +297,11 @@ class Sender:
             ids = self._claim(allowed)
             if not ids:
                 return
-            for index, message_id in enumerate(ids):
-                if self.monotonic() >= deadline:
-                    self._release(ids[index:])
-                    return
-                try:
-                    self._deliver_one(message_id, report)
-                except Exception:
-                    log.exception("message %s: unexpected error; it will be retried", message_id)
-                    self._release([message_id], delay=timedelta(seconds=60))
+            try:
+                self._deliver_batch(ids, report, deadline)
+            except Exception:
+                log.exception("messages %s…: unexpected error; they will be retried", ids[:5])
+                self._release(ids, delay=timedelta(seconds=60))
 
     def _may_send(self, channel: ChannelName) -> bool:
         provider = self.registry.provider(channel)
@@ -350,110 +352,206 @@ class Sender:
                 execution_options={"synchronize_session": False},
             )
 
-    # --- one message ------------------------------------------------------------------------------
+    # --- a batch of messages -------------------------------------------------------------------
 
-    def _deliver_one(self, message_id: int, report: SendReport) -> None:
-        # Before any transaction opens: the adapter (web push reads its keys through its own
-        # transaction, which SQLite's single writer would refuse inside ours) and the cart grid
-        # (product images fetched over the network).
-        channel = self._channel_of(message_id)
-        if channel is None:
-            return
-        self.registry.channel(channel)
-        grid = self._cart_grid(message_id)
-        prepared = self._prepare(message_id, report, grid)
-        if prepared is None:
-            return
-        # A reserved slot is always used (never wasted), even a little past the pass's budget.
-        start = self.pacers.reserve(prepared.provider, prepared.sender, self.monotonic(), prepared.units)
-        wait = start - self.monotonic()
-        if wait > 0:
-            self.sleep(wait)
-        try:
-            outcome = prepared.adapter.send(prepared.outgoing)
-        except Exception as exc:  # adapters report outcomes; raising is a bug in one
-            log.exception("the %s adapter raised for message %s", prepared.adapter.provider, message_id)
-            outcome = SendOutcome("failed", error=f"the {prepared.adapter.provider} adapter failed: {exc}")
-        self._record_outcome(message_id, outcome, report)
+    def _deliver_batch(self, ids: list[int], report: SendReport, deadline: float) -> None:
+        """Prepare the claimed messages in one transaction (policies, copy), then send each in its
+        pacing slot: mark it `sending` and commit, call the provider outside any transaction,
+        and record outcomes a few at a time."""
+        # Before any transaction opens: the adapters (web push reads its keys through its own
+        # transaction, which SQLite's single writer would refuse inside ours) and the MMS cart
+        # grids (product images fetched over the network).
+        channels, grid_urls = self._peek(ids)
+        for channel in set(channels.values()):
+            self.registry.channel(channel)
+        grids = {message_id: media.cart_grid(urls) for message_id, urls in grid_urls.items()}
+        prepared, unprepared = self._prepare_batch(ids, grids, report, deadline)
+        self._release(unprepared)
+        outcomes: list[tuple[int, SendOutcome]] = []
+        flushed_at = self.monotonic()
+        for index, item in enumerate(prepared):
+            if self.monotonic() >= deadline:
+                self._release([p.message_id for p in prepared[index:]])  # rendered; sent next pass
+                break
+            # A reserved slot is always used (never wasted), even a little past the budget.
+            booked = self.pacers.reserve(item.provider, item.sender, self.monotonic(), item.units)
+            wait = booked - self.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+            if not self._mark_sending(item):
+                continue
+            self.pacers.started(item.provider, item.sender, booked, self.monotonic())
+            try:
+                outcome = item.adapter.send(item.outgoing)
+            except Exception as exc:  # adapters report outcomes; raising is a bug in one
+                log.exception("the %s adapter raised for message %s", item.adapter.provider, item.message_id)
+                outcome = SendOutcome("failed", error=f"the {item.adapter.provider} adapter failed: {exc}")
+            outcomes.append((item.message_id, outcome))
+            if len(outcomes) >= OUTCOME_BATCH or self.monotonic() - flushed_at >= OUTCOME_FLUSH_S:
+                self._record_outcomes(outcomes, report)
+                outcomes, flushed_at = [], self.monotonic()
+        self._record_outcomes(outcomes, report)
 
-    def _channel_of(self, message_id: int) -> ChannelName | None:
+    def _peek(self, ids: list[int]) -> tuple[dict[int, ChannelName], dict[int, list[str]]]:
+        """Each message's channel, and the product image URLs of the MMS that still need a grid."""
         with reading(self.runtime.engine) as session:
-            channel = session.scalar(select(Message.channel).where(Message.id == message_id))
-        return channel  # type: ignore[return-value]
+            rows = session.execute(
+                select(
+                    Message.id, Message.channel, Message.body, Message.outbox_id, Message.customer_id
+                ).where(one_of(Message.id, ids))
+            ).all()
+            channels: dict[int, ChannelName] = {row.id: row.channel for row in rows}
+            grid_urls: dict[int, list[str]] = {}
+            for row in rows:
+                if row.channel != "mms" or row.body is not None:
+                    continue
+                outbox = session.get(OutboxEntry, row.outbox_id) if row.outbox_id is not None else None
+                payload = (outbox.payload or {}) if outbox else {}
+                if ((payload.get("action") or {}).get("media") or "cart_grid") != "cart_grid":
+                    continue
+                customer = session.get(Customer, row.customer_id) if row.customer_id is not None else None
+                urls = context.cart_image_urls(session, customer, payload.get("trigger"))
+                if urls:
+                    grid_urls[row.id] = urls
+        return channels, grid_urls
 
-    def _cart_grid(self, message_id: int) -> imagegrid.GridImage | None:
-        """The MMS cart grid a message still needs, else None."""
-        with reading(self.runtime.engine) as session:
-            message = session.get(Message, message_id)
-            if message is None or message.channel != "mms" or message.body is not None:
-                return None
-            row = session.get(OutboxEntry, message.outbox_id) if message.outbox_id is not None else None
-            payload = (row.payload or {}) if row else {}
-            if ((payload.get("action") or {}).get("media") or "cart_grid") != "cart_grid":
-                return None
-            customer = session.get(Customer, message.customer_id) if message.customer_id is not None else None
-            urls = context.cart_image_urls(session, customer, payload.get("trigger"))
-        return media.cart_grid(urls) if urls else None
+    def _prepare_batch(
+        self,
+        ids: list[int],
+        grids: dict[int, imagegrid.GridImage | None],
+        report: SendReport,
+        deadline: float,
+    ) -> tuple[list[_Prepared], list[int]]:
+        """Policies and copy for each message, in one transaction (a savepoint each, so one that
+        breaks is contained). Returns the messages ready to send, in claim order, and those left
+        for a later pass (a paced sender has no more room before the deadline)."""
+        now = self.runtime.clock.now()
+        prepared: list[_Prepared] = []
+        unprepared: list[int] = []
+        failed: list[int] = []
+        room: dict[tuple[str, str], float] = {}  # units a paced sender can still take this pass
+        planned: dict[int, list[caps.SentRecord]] = {}  # marketing sends decided in this batch
+        with transaction(self.runtime.engine) as session:
+            shop = store.profile_in(session, self.settings)
+            for message_id in ids:
+                try:
+                    with session.begin_nested():
+                        item = self._prepare_one(
+                            session, message_id, grids.get(message_id), shop, now, report, planned
+                        )
+                except Exception:
+                    log.exception("message %s could not be prepared; it will be retried", message_id)
+                    failed.append(message_id)
+                    continue
+                if item is None:
+                    continue
+                key = (item.provider, item.sender)
+                rate = self.pacers.rate_for(*key)
+                if rate > 0 and item.provider not in LOCAL_PROVIDERS:
+                    left = room.setdefault(key, rate * max(deadline - self.monotonic(), 0.0) + 1)
+                    if left < item.units and prepared:
+                        unprepared.append(message_id)
+                        continue
+                    room[key] = left - item.units
+                prepared.append(item)
+        self._release(failed, delay=timedelta(seconds=60))
+        return prepared, unprepared
 
-    def _prepare(
-        self, message_id: int, report: SendReport, grid: imagegrid.GridImage | None = None
+    def _prepare_one(
+        self,
+        session: Session,
+        message_id: int,
+        grid: imagegrid.GridImage | None,
+        shop: StoreProfile,
+        now: datetime,
+        report: SendReport,
+        planned: dict[int, list[caps.SentRecord]],
     ) -> _Prepared | None:
-        """Phase A, in one transaction: policies, rendering, pacing slot, `sending`."""
+        """Policies and copy for one message; None when it is not to be sent now (recorded why)."""
+        message = session.get(Message, message_id)
+        if message is None or message.status not in OPEN_STATUSES:
+            return None
+        if message.status == "sending":
+            records.record(
+                session,
+                message,
+                "unknown",
+                now,
+                reason="the worker sending it stopped before the provider answered; "
+                "it is not sent again blindly (check the provider's log)",
+            )
+            message.next_attempt_at = None
+            _count(report, "unknown", "worker stopped mid-send")
+            return None
+        customer = session.get(Customer, message.customer_id) if message.customer_id is not None else None
+        blocked = self._blocked(session, message, customer)
+        if blocked is not None:
+            self._finish(session, message, "skipped", now, blocked, report)
+            return None
+        waiting = self._discounts_not_ready(session, message)
+        if waiting is not None:
+            if waiting.startswith("failed:"):
+                self._finish(session, message, "failed", now, waiting.removeprefix("failed:"), report)
+            else:
+                self._defer(session, message, now, now + timedelta(seconds=30), waiting, report)
+            return None
+        address = self._address(session, message, customer)
+        decision = self._decide(session, message, customer, address, shop, now, planned)
+        if decision.action == "skip":
+            self._finish(session, message, "skipped", now, decision.reason, report)
+            return None
+        if decision.action == "defer":
+            until = decision.until or now + timedelta(minutes=15)
+            self._defer(session, message, now, until, decision.reason, report)
+            return None
+        if message.body is None and message.subject is None:
+            try:
+                self._render(session, message, customer, address, shop, now, grid)
+            except templating.RenderError as exc:
+                self._finish(session, message, "failed", now, f"the message copy failed: {exc}", report)
+                return None
+        if not message.transactional and message.customer_id is not None:
+            planned.setdefault(message.customer_id, []).append(
+                caps.SentRecord(at=now, channel=family(message.channel), category=message.category)
+            )
+        adapter = self.registry.channel(message.channel)  # type: ignore[arg-type]
+        outgoing = self._outgoing(session, message, customer, address)
+        sender = adapter.sender(outgoing)
+        units = (message.sms_parts or 1) if family(message.channel) == "sms" else 1
+        message.provider = adapter.provider
+        message.sender = sender
+        return _Prepared(message.id, adapter, outgoing, adapter.provider, sender, units)
+
+    def _mark_sending(self, item: _Prepared) -> bool:
+        """Committed before the provider is called: a worker that dies after this leaves a
+        message that is never sent again blindly. False if it is no longer ours to send."""
         now = self.runtime.clock.now()
         with transaction(self.runtime.engine) as session:
-            message = session.get(Message, message_id)
-            if message is None or message.status not in OPEN_STATUSES:
-                return None
-            if message.status == "sending":
-                records.record(
-                    session,
-                    message,
-                    "unknown",
-                    now,
-                    reason="the worker sending it stopped before the provider answered; "
-                    "it is not sent again blindly (check the provider's log)",
-                )
-                message.next_attempt_at = None
-                _count(report, "unknown", "worker stopped mid-send")
-                return None
-            customer = session.get(Customer, message.customer_id) if message.customer_id is not None else None
-            shop = store.profile_in(session, self.settings)
-            blocked = self._blocked(session, message, customer)
-            if blocked is not None:
-                self._finish(session, message, "skipped", now, blocked, report)
-                return None
-            waiting = self._discounts_not_ready(session, message)
-            if waiting is not None:
-                if waiting.startswith("failed:"):
-                    self._finish(session, message, "failed", now, waiting.removeprefix("failed:"), report)
-                else:
-                    self._defer(session, message, now, now + timedelta(seconds=30), waiting, report)
-                return None
-            address = self._address(session, message, customer)
-            decision = self._decide(session, message, customer, address, shop, now)
-            if decision.action == "skip":
-                self._finish(session, message, "skipped", now, decision.reason, report)
-                return None
-            if decision.action == "defer":
-                until = decision.until or now + timedelta(minutes=15)
-                self._defer(session, message, now, until, decision.reason, report)
-                return None
-            if message.body is None and message.subject is None:
-                try:
-                    self._render(session, message, customer, address, shop, now, grid)
-                except templating.RenderError as exc:
-                    self._finish(session, message, "failed", now, f"the message copy failed: {exc}", report)
-                    return None
-            adapter = self.registry.channel(message.channel)  # type: ignore[arg-type]
-            outgoing = self._outgoing(session, message, customer, address)
-            sender = adapter.sender(outgoing)
-            units = (message.sms_parts or 1) if family(message.channel) == "sms" else 1
-            message.provider = adapter.provider
-            message.sender = sender
-            message.attempts += 1
-            message.next_attempt_at = now + CLAIM_LEASE
-            records.record(session, message, "sending", now, stream=False)
-            return _Prepared(message.id, adapter, outgoing, adapter.provider, sender, units)
+            changed = session.execute(
+                update(Message)
+                .where(Message.id == item.message_id, Message.status.in_(("queued", "deferred", "retrying")))
+                .values(
+                    status="sending",
+                    status_reason=None,
+                    attempts=Message.attempts + 1,
+                    next_attempt_at=now + CLAIM_LEASE,
+                    updated_at=now,
+                ),
+                execution_options={"synchronize_session": False},
+            ).rowcount
+            if not changed:
+                return False
+            session.execute(
+                MessageEvent.__table__.insert(),
+                {
+                    "message_id": item.message_id,
+                    "status": "sending",
+                    "reason": None,
+                    "details": {},
+                    "at": now,
+                },
+            )
+        return True
 
     def _defer(
         self,
@@ -533,6 +631,7 @@ class Sender:
         address: str | None,
         shop: StoreProfile,
         now: datetime,
+        planned: dict[int, list[caps.SentRecord]] | None = None,
     ) -> policy.Decision:
         channel = family(message.channel)
         suppression = None
@@ -550,6 +649,8 @@ class Sender:
             store_timezone=shop.timezone,
         )
         history = self._history(session, message, now) if not message.transactional and customer else []
+        if customer is not None and planned:
+            history += planned.get(customer.id, [])
         return self.policy.decide(
             policy.SendRequest(
                 channel=message.channel,  # type: ignore[arg-type]
@@ -741,61 +842,67 @@ class Sender:
 
     # --- outcomes ---------------------------------------------------------------------------------
 
-    def _record_outcome(self, message_id: int, outcome: SendOutcome, report: SendReport) -> None:
+    def _record_outcomes(self, outcomes: list[tuple[int, SendOutcome]], report: SendReport) -> None:
+        """What the providers said, for several messages in one transaction."""
+        if not outcomes:
+            return
         now = self.runtime.clock.now()
         with transaction(self.runtime.engine) as session:
-            message = session.get(Message, message_id)
-            if message is None:
-                return
-            details = {
-                k: v for k, v in dict(outcome.details).items() if isinstance(v, str | int | float | bool)
-            }
-            if outcome.provider_status:
-                details["provider_status"] = outcome.provider_status
-            if outcome.status == "sent":
-                message.provider_message_id = outcome.provider_message_id
-                message.next_attempt_at = None
-                records.record(session, message, "sent", now, details=details)
-                if message.provider in LOCAL_PROVIDERS or family(message.channel) in DELIVERED_ON_ACCEPT:
-                    records.record(session, message, "delivered", now)
-                if message.channel == "push" and message.to_address:
-                    session.execute(
-                        update(PushSubscription)
-                        .where(PushSubscription.endpoint == message.to_address)
-                        .values(last_success_at=now)
-                    )
-                report.sent += 1
-            elif outcome.status == "retry" and message.attempts < self.settings.send_max_attempts:
-                delay = retry.backoff(message.attempts, rng=self.rng, retry_after_s=outcome.retry_after_s)
-                until = now + timedelta(seconds=delay)
-                message.next_attempt_at = until
-                reason = (
-                    f"{outcome.error or 'the provider asked to retry'} (attempt {message.attempts} of "
-                    f"{self.settings.send_max_attempts}; next at {until:%Y-%m-%d %H:%M:%S} UTC)"
+            for message_id, outcome in outcomes:
+                message = session.get(Message, message_id)
+                if message is not None:
+                    self._apply_outcome(session, message, outcome, now, report)
+
+    def _apply_outcome(
+        self, session: Session, message: Message, outcome: SendOutcome, now: datetime, report: SendReport
+    ) -> None:
+        details = {k: v for k, v in dict(outcome.details).items() if isinstance(v, str | int | float | bool)}
+        if outcome.provider_status:
+            details["provider_status"] = outcome.provider_status
+        if outcome.status == "sent":
+            message.provider_message_id = outcome.provider_message_id
+            message.next_attempt_at = None
+            records.record(session, message, "sent", now, details=details)
+            if message.provider in LOCAL_PROVIDERS or family(message.channel) in DELIVERED_ON_ACCEPT:
+                records.record(session, message, "delivered", now)
+            if message.channel == "push" and message.to_address:
+                session.execute(
+                    update(PushSubscription)
+                    .where(PushSubscription.endpoint == message.to_address)
+                    .values(last_success_at=now)
                 )
-                records.record(
-                    session, message, "retrying", now, reason=reason, details={"until": until.isoformat()}
-                )
-                _count(report, "retrying", outcome.error)
-            elif outcome.status == "unknown":
-                message.next_attempt_at = None
-                records.record(
-                    session,
-                    message,
-                    "unknown",
-                    now,
-                    reason=f"{outcome.error or 'no answer'}: the provider may have accepted it; "
-                    "not sent again blindly",
-                    details=details,
-                )
-                _count(report, "unknown", outcome.error)
-            else:
-                reason = outcome.error or "the provider refused it"
-                if outcome.status == "retry":
-                    reason = f"gave up after {message.attempts} attempts: {reason}"
-                if outcome.address_invalid:
-                    self._invalid_address(session, message, now, reason)
-                self._finish(session, message, "failed", now, reason, report, details=details)
+            report.sent += 1
+        elif outcome.status == "retry" and message.attempts < self.settings.send_max_attempts:
+            delay = retry.backoff(message.attempts, rng=self.rng, retry_after_s=outcome.retry_after_s)
+            until = now + timedelta(seconds=delay)
+            message.next_attempt_at = until
+            reason = (
+                f"{outcome.error or 'the provider asked to retry'} (attempt {message.attempts} of "
+                f"{self.settings.send_max_attempts}; next at {until:%Y-%m-%d %H:%M:%S} UTC)"
+            )
+            records.record(
+                session, message, "retrying", now, reason=reason, details={"until": until.isoformat()}
+            )
+            _count(report, "retrying", outcome.error)
+        elif outcome.status == "unknown":
+            message.next_attempt_at = None
+            records.record(
+                session,
+                message,
+                "unknown",
+                now,
+                reason=f"{outcome.error or 'no answer'}: the provider may have accepted it; "
+                "not sent again blindly",
+                details=details,
+            )
+            _count(report, "unknown", outcome.error)
+        else:
+            reason = outcome.error or "the provider refused it"
+            if outcome.status == "retry":
+                reason = f"gave up after {message.attempts} attempts: {reason}"
+            if outcome.address_invalid:
+                self._invalid_address(session, message, now, reason)
+            self._finish(session, message, "failed", now, reason, report, details=details)
 
     def _invalid_address(self, session: Session, message: Message, now: datetime, reason: str) -> None:
         from winback.db.expressions import insert_or_ignore
