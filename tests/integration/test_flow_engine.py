@@ -241,3 +241,70 @@ def test_a_flow_adding_to_a_list_starts_the_list_joined_flow(runtime: Runtime, c
     assert [kind for _, kind, _ in _outbox(runtime.engine)] == ["add_to_list", "send_sms"]
     with Session(runtime.engine) as session:
         assert session.scalar(sa.select(Event.event).where(Event.source == "derived")) == "List Joined"
+
+
+def test_every_outbox_column_is_written_by_the_batch_insert_or_defaulted_by_the_database() -> None:
+    # the engine's batch INSERT names its columns on the raw driver: a new column needs a place there
+    # (or a server default / NULL), never a Python-side default the raw statement would skip
+    for column in OutboxEntry.__table__.columns:
+        if column.name in flow_engine.OUTBOX_COLUMNS or column.primary_key:
+            continue
+        assert column.default is None, f"outbox.{column.name}: a Python default the batch INSERT skips"
+        assert column.nullable or column.server_default is not None, f"outbox.{column.name} must be written"
+
+
+def test_a_failing_batch_write_is_rolled_back_and_the_runs_stepped_one_by_one(
+    runtime: Runtime, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given two runs about to write their first messages, and a batch write that fails once half-way
+    flow = {"trigger": {"type": "event", "event": "Checkout Abandoned"}, "start": "sms",
+            "nodes": [{"id": "sms", "type": "action", "action": {"type": "send_sms", "body": "hi"}}]}  # fmt: skip
+    _live_flow(runtime, flow)
+    first, second = _customer(runtime), _customer(runtime)
+    _abandon(runtime, first, "k1")
+    _abandon(runtime, second, "k2")
+    real = flow_engine._write_batch
+    calls = []
+
+    def failing(session: Session, *args: Any) -> None:
+        calls.append(True)
+        real(session, *args)  # everything is written, then the batch fails: the rollback must undo it
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(flow_engine, "_write_batch", failing)
+    # when the worker steps them
+    assert flow_engine.step_due_runs(runtime) == 2
+    # then each run completed once, with one message each, and its history written once
+    with Session(runtime.engine) as session:
+        runs = session.scalars(sa.select(FlowRun).order_by(FlowRun.id)).all()
+        assert [(run.status, run.attempts, run.last_error) for run in runs] == [("completed", 0, None)] * 2
+        assert [[(h["node_id"], h["outcome"]) for h in run.history] for run in runs] == [
+            [("sms", "entered"), ("sms", "passed")]
+        ] * 2
+    assert _outbox(runtime.engine) == [(f"{run.id}:sms", "send_sms", "pending") for run in runs]
+
+
+@pytest.mark.parametrize(
+    "stored", ["[]", "null", "[ ]", '[{"node_id": "old", "at": "x", "outcome": "passed"} ]\n']
+)
+def test_visits_are_appended_to_whatever_history_the_run_has(
+    runtime: Runtime, clock: VirtualClock, stored: str
+) -> None:
+    # given a run whose stored history is empty, null, or written with blanks by someone else
+    _live_flow(runtime, ABANDONED_CART)
+    _abandon(runtime, _customer(runtime))
+    with runtime.engine.begin() as connection:
+        column = "CAST(:stored AS jsonb)" if connection.dialect.name == "postgresql" else ":stored"
+        connection.execute(sa.text(f"UPDATE flow_runs SET history = {column}"), {"stored": stored})
+    # when it is stepped
+    assert flow_engine.step_due_runs(runtime) == 1
+    # then the history is a JSON list: what was there, then the step's visits
+    run = _run(runtime.engine)
+    before = [] if stored.strip() in ("[]", "[ ]", "null") else [("old", "passed")]
+    assert [(h["node_id"], h["outcome"]) for h in run.history] == [
+        *before,
+        ("high-value", "entered"),
+        ("high-value", "no"),
+        ("wait-casual", "entered"),
+    ]

@@ -191,3 +191,23 @@ def test_wait_for_event_ignores_events_from_before_it_started_waiting() -> None:
 def test_delay_until_time_rolls_to_tomorrow_when_today_has_passed() -> None:
     node = d.DelayNode(id="x", type="delay", until_time=time(8, 0), next="y")
     assert s.delay_until(node, _context({}), T0) == datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
+
+
+def test_a_step_only_appends_to_the_history_so_the_worker_may_step_from_an_empty_one() -> None:
+    # given a run partway through the flow, with the history of its first step
+    first = s.step(PLAN, _start(), s.Tick(), _context(CASUAL), T0)
+    assert first.state.history
+    later = T0 + timedelta(days=2)
+    # when its next step is taken from the full history and from an empty one
+    full = s.step(PLAN, first.state, s.Tick(), _context(CASUAL), later)
+    bare = s.step(
+        PLAN, s.RunState(**{**_fields(first.state), "history": ()}), s.Tick(), _context(CASUAL), later
+    )
+    # then the full history is the old one plus exactly the visits of the bare step, and the rest agrees
+    assert full.state.history == first.state.history + bare.state.history
+    assert _fields(full.state) | {"history": ()} == _fields(bare.state) | {"history": ()}
+    assert full.commands == bare.commands
+
+
+def _fields(state: s.RunState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in s.RunState.__dataclass_fields__}
