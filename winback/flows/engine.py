@@ -3,10 +3,13 @@
 Runs are rows (`flow_runs`). A worker claims due runs in one transaction — `FOR UPDATE SKIP
 LOCKED` on PostgreSQL, the single-writer `BEGIN IMMEDIATE` path on SQLite — so the row locks are
 its lease: a worker that dies mid-way rolls back and the runs are claimed again. Each run is
-stepped by the pure `stepping.step`, inside its own savepoint, so one failing run records its
-error and is retried later without disturbing the others. Commands land in `outbox` keyed
-`"{run_id}:{node_id}"` (at most once); actions inside winback (tags, lists, properties, goals)
-are applied in the same transaction.
+stepped by the pure `stepping.step`; the batch's outbox rows and new states are then written with
+one executemany each (the visits of the step appended to the run's `history` in SQL, never
+rewritten). A run whose step raises, or whose commands act inside winback, is written in its own
+savepoint, so one failing run records its error and is retried later without disturbing the
+others; should the batch write fail, the transaction is rolled back and every run of the batch
+goes that way. Commands land in `outbox` keyed `"{run_id}:{node_id}"` (at most once); actions
+inside winback (tags, lists, properties, goals) are applied in the same transaction.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What flows did: per-node counts and each run's path, computed from `flow_runs`.
 
 A run's `history` lists its visits in order (`{"node_id", "at", "outcome"}`, written by
-`engine._store_state`): `entered` when it reaches a node, then what happened there (`passed`,
+`engine._store_states`, which appends each step's visits): `entered` when it reaches a node, then what happened there (`passed`,
 `yes`/`no`, `event`/`timeout`, `branch:<n>`, `held out`, `exited`, …). Its `status`, `node_id` and
 `exit_reason` say where it is now or where it ended. Steps form a tree, so a run enters a node at
 most once, and for every node: entered = waiting + passed + ended there (`exited`, by reason).
