@@ -82,7 +82,7 @@ from winback.worker.runner import SEND_BUDGET_S  # noqa: E402
 
 DEFAULT_MESSAGES = 2_000
 DEFAULT_PACED = 600
-DEFAULT_RATE = 50.0
+DEFAULT_RATE = 20.0
 QUICK_MESSAGES, QUICK_PACED = 300, 150
 ACCOUNT_SID = "AC" + "5e4d" * 8
 AUTH_TOKEN = "bench-auth-token"

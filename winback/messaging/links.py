@@ -244,8 +244,29 @@ def shortener(
     public_url: str,
     rng: random.Random,
     now: datetime | None = None,
+    fresh: bool = False,
 ) -> Shorten:
-    """A `shorten` callable for `rewrite_text`/`rewrite_html` that records links for a message."""
+    """A `shorten` callable for `rewrite_text`/`rewrite_html` that records links for a message.
+
+    `fresh=True` is for a message being rendered for the first time, inside a savepoint of the
+    caller's: it has no links yet, so none is looked up, and new links are only added to the
+    session (written with its next flush, in one statement for many messages). A code that is
+    taken — about one chance in 10¹¹ per link — then fails the caller's savepoint, and the
+    message is rendered again with new codes."""
+    if fresh:
+        base = tracking_base(public_url)
+        created_at = now if now is not None else datetime.now(UTC)
+
+        def add(url: str) -> str:
+            if not should_track(url, base=base):
+                return url
+            code = new_code(rng)
+            session.add(
+                TrackedLink(code=code, message_id=message_id, url=url, clicks=0, created_at=created_at)
+            )
+            return base + code
+
+        return _memoised(add)
     return _memoised(
         lambda url: shorten_for_message(session, message_id, url, public_url=public_url, rng=rng, now=now)
     )

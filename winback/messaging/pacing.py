@@ -31,7 +31,8 @@ one-second window with an earlier one that was late. Two guards, both chosen by 
 `margin_s` makes every window the pacer keeps `1 + margin_s` seconds long (the pace is then
 `floor(rate) / (1 + margin_s)`: with 30 ms, 97 % of the rate), absorbing that much lateness;
 `started(booked, actual)` tells the pacer when a send really began, so the windows after a late
-one are measured from its real time.
+one are measured from its real time (a send later than the margin delays the one a window after
+it; lateness within the margin costs nothing).
 
 Times are the caller's monotonic clock in seconds (`time.monotonic()`), never read here.
 Internally they are exact fractions and every returned time is a float whose exact value keeps
@@ -103,7 +104,8 @@ class Pacer:
 
     def started(self, booked: float, actual: float) -> None:
         """The send booked for `booked` really started at `actual`: when later, the windows after
-        it are measured from then (and the next send is spaced from then)."""
+        it are measured from then. The spacing keeps to the booked schedule (a late send does not
+        push the ones after it back): the windows alone decide whether lateness costs a slot."""
         if self.unlimited or actual <= booked:
             return
         with self._lock:
@@ -114,9 +116,6 @@ class Pacer:
                 if at == exact_booked:
                     entries[index] = (exact_actual, units)
                     self._recent = deque(sorted(entries))
-                    spaced = exact_actual + Fraction(units) / self._spacing_rate
-                    if self._next_start is None or spaced > self._next_start:
-                        self._next_start = spaced
                     return
 
     def _forget_before(self, cutoff: Fraction) -> None:

@@ -20,7 +20,9 @@ Paced providers (a rate in `send_rates`) are sent by one worker at a time — th
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from winback import store
@@ -67,9 +69,14 @@ from winback.settings import StoreProfile
 
 log = logging.getLogger(__name__)
 
-# Each paced window is kept 30 ms longer than a second, so a send that starts or arrives a little
-# late cannot put a provider's one-second window over its rate (97 % of the rate is used).
-PACE_MARGIN_S: Final = 0.03
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+MESSAGE_EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
+
+# Each paced window is kept 20 ms longer than a second, so a send that starts or arrives a little
+# late cannot put a provider's one-second window over its rate (98 % of the rate is used).
+PACE_MARGIN_S: Final = 0.02
+CARRY_MAX_S: Final = 10.0  # a message prepared longer ago than this is decided again
+PREPARE_CHUNK: Final = 8  # messages prepared in one transaction (while the sending thread sends)
 OUTCOME_BATCH: Final = 20  # outcomes recorded together (a crash leaves at most these `sending`)
 OUTCOME_FLUSH_S: Final = 0.5  # … or those of the last half second, whichever comes first
 OPEN_STATUSES: Final = ("queued", "deferred", "retrying", "sending")
@@ -111,12 +118,20 @@ class SendReport:
         parts = [f"{n} {what}" for what, n in vars(self).items() if isinstance(n, int) and n]
         return ", ".join(parts) or "nothing to send"
 
+    def merge(self, other: SendReport) -> None:
+        for name, value in vars(other).items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        for reason, count in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
+
 
 @dataclass
 class _Prepared:
     """A message ready for its provider call (what phase A hands to phase B)."""
 
     message_id: int
+    channel: ChannelName
     adapter: Channel
     outgoing: OutgoingMessage
     provider: str
@@ -149,8 +164,12 @@ class Sender:
         self.shopify = shopify_discounts.ShopifyDiscounts.from_settings(self.settings)
         self._shopify_due: dict[int, float] = {}  # discount code id → monotonic time of the next push
         self._shopify_attempts: dict[int, int] = {}
+        self._carried: list[tuple[_Prepared, float]] = []  # prepared, unsent at the last deadline
+        self._mark_s = 0.0  # how long marking a message `sending` takes lately (seconds)
 
     def close(self) -> None:
+        self._release([item.message_id for item, _ in self._carried])
+        self._carried = []
         self.registry.close()
         if self.shopify is not None:
             self.shopify.close()
@@ -287,21 +306,109 @@ class Sender:
     def send_now(self, message_id: int) -> SendReport:
         """Send one message at once, whatever its due time (a test send), pacing included."""
         report = SendReport()
-        self._deliver_batch([message_id], report, deadline=float("inf"))
+        outcomes = [
+            outcome
+            for item in self._prepare_chunk([message_id], report, deadline=float("inf"))
+            if (outcome := self._send_prepared(item)) is not None
+        ]
+        self._record_outcomes(outcomes, report)
         return report
 
     def deliver(self, report: SendReport, *, deadline: float) -> None:
-        """Send due messages until none is left or the time budget is spent."""
+        """Send due messages until none is left or the time budget is spent.
+
+        A preparing thread claims due messages and prepares them a chunk at a time (policies and
+        copy, one transaction per chunk) while this thread sends the prepared ones, each in its
+        pacing slot — so the waits between slots and the preparation of what follows overlap.
+        Whatever is claimed but not sent by the deadline is given back (rendered copy kept).
+        """
         allowed = [channel for channel in CHANNELS if self._may_send(channel)]
-        while self.monotonic() < deadline:
-            ids = self._claim(allowed)
-            if not ids:
-                return
+        carried, self._carried = self._carried, []
+        fresh = [
+            item for item, at in carried if self.monotonic() - at <= CARRY_MAX_S and item.channel in allowed
+        ]
+        self._release([item.message_id for item, _ in carried if item not in fresh])
+        if not allowed:
+            return
+        ready: queue.Queue[_Prepared] = queue.Queue(maxsize=PREPARE_CHUNK * 2 + len(fresh))
+        for item in fresh:  # prepared last pass, claimed still: they go first
+            ready.put_nowait(item)
+        stop, produced = threading.Event(), threading.Event()
+        preparing = SendReport()
+
+        def produce() -> None:
             try:
-                self._deliver_batch(ids, report, deadline)
+                while not stop.is_set() and self.monotonic() < deadline:
+                    ids = self._claim(allowed)
+                    if not ids:
+                        return
+                    for start in range(0, len(ids), PREPARE_CHUNK):
+                        if stop.is_set() or self.monotonic() >= deadline:
+                            self._release(ids[start:])
+                            return
+                        chunk = ids[start : start + PREPARE_CHUNK]
+                        try:
+                            items = self._prepare_chunk(chunk, preparing, deadline)
+                        except Exception:
+                            log.exception("messages %s…: could not be prepared; retried later", chunk[:5])
+                            self._release(chunk, delay=timedelta(seconds=60))
+                            continue
+                        for index, item in enumerate(items):
+                            if not self._hand_over(ready, item, stop):
+                                self._release(
+                                    [i.message_id for i in items[index:]] + ids[start + len(chunk) :]
+                                )
+                                return
             except Exception:
-                log.exception("messages %s…: unexpected error; they will be retried", ids[:5])
-                self._release(ids, delay=timedelta(seconds=60))
+                log.exception("the preparing thread failed; unsent messages are due again after their lease")
+            finally:
+                produced.set()
+
+        producer = threading.Thread(target=produce, name="winback-send-prepare", daemon=True)
+        producer.start()
+        outcomes: list[tuple[int, SendOutcome]] = []
+        flushed_at = self.monotonic()
+        try:
+            while True:
+                try:
+                    item = ready.get(timeout=0.05)
+                except queue.Empty:
+                    if produced.is_set() and ready.empty():
+                        break
+                    continue
+                if self.monotonic() >= deadline:
+                    stop.set()
+                    self._carry(item)
+                    continue
+                outcome = self._send_prepared(item)
+                if outcome is not None:
+                    outcomes.append(outcome)
+                if len(outcomes) >= OUTCOME_BATCH or self.monotonic() - flushed_at >= OUTCOME_FLUSH_S:
+                    self._record_outcomes(outcomes, report)
+                    outcomes, flushed_at = [], self.monotonic()
+        finally:
+            stop.set()
+            producer.join()
+            while not ready.empty():
+                self._carry(ready.get_nowait())
+            self._record_outcomes(outcomes, report)
+            report.merge(preparing)
+
+    def _carry(self, item: _Prepared) -> None:
+        """Keep a prepared message (still claimed) for the next pass, so a paced sender's next
+        slot is not lost to preparing again; given back if the next pass is too late for it."""
+        self._carried.append((item, self.monotonic()))
+
+    @staticmethod
+    def _hand_over(ready: queue.Queue[_Prepared], item: _Prepared, stop: threading.Event) -> bool:
+        """Queue a prepared message for the sending thread; False once sending has stopped."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _may_send(self, channel: ChannelName) -> bool:
         provider = self.registry.provider(channel)
@@ -354,10 +461,9 @@ class Sender:
 
     # --- a batch of messages -------------------------------------------------------------------
 
-    def _deliver_batch(self, ids: list[int], report: SendReport, deadline: float) -> None:
-        """Prepare the claimed messages in one transaction (policies, copy), then send each in its
-        pacing slot: mark it `sending` and commit, call the provider outside any transaction,
-        and record outcomes a few at a time."""
+    def _prepare_chunk(self, ids: list[int], report: SendReport, deadline: float) -> list[_Prepared]:
+        """Policies and copy for a chunk of claimed messages; the ones a paced sender has no room
+        for before the deadline are given back at once."""
         # Before any transaction opens: the adapters (web push reads its keys through its own
         # transaction, which SQLite's single writer would refuse inside ours) and the MMS cart
         # grids (product images fetched over the network).
@@ -367,30 +473,32 @@ class Sender:
         grids = {message_id: media.cart_grid(urls) for message_id, urls in grid_urls.items()}
         prepared, unprepared = self._prepare_batch(ids, grids, report, deadline)
         self._release(unprepared)
-        outcomes: list[tuple[int, SendOutcome]] = []
-        flushed_at = self.monotonic()
-        for index, item in enumerate(prepared):
-            if self.monotonic() >= deadline:
-                self._release([p.message_id for p in prepared[index:]])  # rendered; sent next pass
-                break
-            # A reserved slot is always used (never wasted), even a little past the budget.
-            booked = self.pacers.reserve(item.provider, item.sender, self.monotonic(), item.units)
-            wait = booked - self.monotonic()
-            if wait > 0:
-                self.sleep(wait)
-            if not self._mark_sending(item):
-                continue
-            self.pacers.started(item.provider, item.sender, booked, self.monotonic())
-            try:
-                outcome = item.adapter.send(item.outgoing)
-            except Exception as exc:  # adapters report outcomes; raising is a bug in one
-                log.exception("the %s adapter raised for message %s", item.adapter.provider, item.message_id)
-                outcome = SendOutcome("failed", error=f"the {item.adapter.provider} adapter failed: {exc}")
-            outcomes.append((item.message_id, outcome))
-            if len(outcomes) >= OUTCOME_BATCH or self.monotonic() - flushed_at >= OUTCOME_FLUSH_S:
-                self._record_outcomes(outcomes, report)
-                outcomes, flushed_at = [], self.monotonic()
-        self._record_outcomes(outcomes, report)
+        return prepared
+
+    def _send_prepared(self, item: _Prepared) -> tuple[int, SendOutcome] | None:
+        """In its pacing slot: mark the message `sending` (committed), then call the provider
+        outside any transaction. None when the message is no longer ours to send."""
+        # A reserved slot is always used (never wasted), even a little past the budget. The mark
+        # is committed just before the slot (by how long marks take lately), so the call starts
+        # on time and a crash can leave at most that sliver between the mark and the call.
+        booked = self.pacers.reserve(item.provider, item.sender, self.monotonic(), item.units)
+        wait = booked - self._mark_s - self.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        marking = self.monotonic()
+        if not self._mark_sending(item):
+            return None
+        self._mark_s = 0.8 * self._mark_s + 0.2 * (self.monotonic() - marking)
+        wait = booked - self.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        self.pacers.started(item.provider, item.sender, booked, self.monotonic())
+        try:
+            outcome = item.adapter.send(item.outgoing)
+        except Exception as exc:  # adapters report outcomes; raising is a bug in one
+            log.exception("the %s adapter raised for message %s", item.adapter.provider, item.message_id)
+            outcome = SendOutcome("failed", error=f"the {item.adapter.provider} adapter failed: {exc}")
+        return item.message_id, outcome
 
     def _peek(self, ids: list[int]) -> tuple[dict[int, ChannelName], dict[int, list[str]]]:
         """Each message's channel, and the product image URLs of the MMS that still need a grid."""
@@ -433,6 +541,7 @@ class Sender:
         planned: dict[int, list[caps.SentRecord]] = {}  # marketing sends decided in this batch
         with transaction(self.runtime.engine) as session:
             shop = store.profile_in(session, self.settings)
+            loaded = self._preload(session, ids)
             for message_id in ids:
                 try:
                     with session.begin_nested():
@@ -454,8 +563,26 @@ class Sender:
                         continue
                     room[key] = left - item.units
                 prepared.append(item)
+            del loaded
         self._release(failed, delay=timedelta(seconds=60))
         return prepared, unprepared
+
+    @staticmethod
+    def _preload(session: Session, ids: list[int], *, related: bool = True) -> list[Any]:
+        """The chunk's messages (and their customers, outbox rows and runs), a query each: the
+        session's identity map then answers each message's `session.get` — as long as the caller
+        keeps the returned list, since the map holds its objects weakly."""
+        messages = list(session.scalars(select(Message).where(one_of(Message.id, ids))))
+        loaded: list[Any] = list(messages)
+        keys_of = (
+            (Customer, {m.customer_id for m in messages if m.customer_id is not None}),
+            (OutboxEntry, {m.outbox_id for m in messages if m.outbox_id is not None} if related else set()),
+            (FlowRun, {m.run_id for m in messages if m.run_id is not None} if related else set()),
+        )
+        for model, keys in keys_of:
+            if keys:
+                loaded += session.scalars(select(model).where(one_of(model.id, sorted(keys))))  # type: ignore[attr-defined]
+        return loaded
 
     def _prepare_one(
         self,
@@ -520,29 +647,31 @@ class Sender:
         units = (message.sms_parts or 1) if family(message.channel) == "sms" else 1
         message.provider = adapter.provider
         message.sender = sender
-        return _Prepared(message.id, adapter, outgoing, adapter.provider, sender, units)
+        return _Prepared(message.id, message.channel, adapter, outgoing, adapter.provider, sender, units)  # type: ignore[arg-type]
 
     def _mark_sending(self, item: _Prepared) -> bool:
         """Committed before the provider is called: a worker that dies after this leaves a
         message that is never sent again blindly. False if it is no longer ours to send."""
         now = self.runtime.clock.now()
-        with transaction(self.runtime.engine) as session:
-            changed = session.execute(
-                update(Message)
-                .where(Message.id == item.message_id, Message.status.in_(("queued", "deferred", "retrying")))
+        with self.runtime.engine.begin() as connection:  # two statements: no ORM session needed
+            changed = connection.execute(
+                MESSAGES.update()
+                .where(
+                    MESSAGES.c.id == item.message_id,
+                    MESSAGES.c.status.in_(("queued", "deferred", "retrying")),
+                )
                 .values(
                     status="sending",
                     status_reason=None,
-                    attempts=Message.attempts + 1,
+                    attempts=MESSAGES.c.attempts + 1,
                     next_attempt_at=now + CLAIM_LEASE,
                     updated_at=now,
-                ),
-                execution_options={"synchronize_session": False},
+                )
             ).rowcount
             if not changed:
                 return False
-            session.execute(
-                MessageEvent.__table__.insert(),
+            connection.execute(
+                MESSAGE_EVENTS.insert(),
                 {
                     "message_id": item.message_id,
                     "status": "sending",
@@ -741,7 +870,9 @@ class Sender:
                 source, ctx.values, currency=ctx.currency, locale=ctx.locale, timezone=ctx.timezone, html=html
             )
 
-        shorten = links.shortener(session, message.id, public_url=self._public_url, rng=self.rng, now=now)
+        shorten = links.shortener(
+            session, message.id, public_url=self._public_url, rng=self.rng, now=now, fresh=True
+        )
 
         keep = {unsubscribe_url}
         channel = family(message.channel)
@@ -848,10 +979,12 @@ class Sender:
             return
         now = self.runtime.clock.now()
         with transaction(self.runtime.engine) as session:
+            loaded = self._preload(session, [message_id for message_id, _ in outcomes], related=False)
             for message_id, outcome in outcomes:
                 message = session.get(Message, message_id)
                 if message is not None:
                     self._apply_outcome(session, message, outcome, now, report)
+            del loaded
 
     def _apply_outcome(
         self, session: Session, message: Message, outcome: SendOutcome, now: datetime, report: SendReport

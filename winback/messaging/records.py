@@ -8,6 +8,7 @@ segment rules compare it), `node_id`, `channel` (`sms` for MMS too, with `messag
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Final
 
@@ -64,16 +65,26 @@ def record(
     session.add(row)
     event_name = STREAM_EVENTS.get(status)
     if stream and event_name and message.customer_id is not None and message.channel in CUSTOMER_CHANNELS:
-        session.flush()  # the message event's id makes the stream event's id
-        _emit(session, message, event_name, row, now, reason, details)
+        _emit(session, message, event_name, status, now, reason, details)
     return row
+
+
+def stream_message_id(message_id: int, status: str, details: dict[str, Any]) -> str:
+    """The stream event's id: one per message and state — per order for a conversion, per link
+    for a click — so an event is never streamed twice for one change."""
+    suffix = ""
+    if status == "converted" and details.get("order_id"):
+        suffix = f":{details['order_id']}"
+    elif status == "clicked" and details.get("url"):
+        suffix = ":" + hashlib.blake2b(str(details["url"]).encode(), digest_size=8).hexdigest()
+    return f"derived:message:{message_id}:{status}{suffix}"
 
 
 def _emit(
     session: Session,
     message: Message,
     event_name: str,
-    row: MessageEvent,
+    status: str,
     now: datetime,
     reason: str | None,
     details: dict[str, Any],
@@ -97,7 +108,7 @@ def _emit(
         session.connection(),
         [
             EventRow(
-                message_id=f"derived:message:{row.id}",
+                message_id=stream_message_id(message.id, status, details),
                 source="derived",
                 type="track",
                 event=event_name,
