@@ -22,6 +22,7 @@ from winback.db.models import Checkout, Customer, Event, Lease
 from winback.ingest import store
 from winback.ingest.segment import EventRow
 from winback.kernel.clock import VirtualClock
+from winback.messaging.pipeline import SendReport
 from winback.processing import processor
 from winback.runtime import Runtime
 from winback.web.app import create_app
@@ -258,7 +259,7 @@ def test_passes_sweep_abandoned_checkouts_at_most_every_interval(
     second = _due_checkout(runtime, "co-2")
     # then passes within the sweep interval leave it for later
     clock.advance(runner.SWEEP_INTERVAL - 0.5)
-    assert worker.run_pass() == runner.PassReport(events_applied=0, sweep=None)
+    assert worker.run_pass() == runner.PassReport(events_applied=0, sweep=None, sending=SendReport())
     # and the first pass after the interval abandons it
     clock.advance(0.5)
     assert worker.run_once() == 1
