@@ -845,7 +845,7 @@ def _summarise_messages(session: Session, summary: Summary) -> None:
                 totals["sent"],
                 totals["clicked"],
                 totals["converted"],
-                Decimal(totals["revenue"]),
+                Decimal(totals["revenue"].get(shop.CURRENCY, "0")),
             )
         )
 

@@ -293,7 +293,7 @@ def test_abandoned_checkout_to_mms_click_order_and_revenue(store: Store) -> None
     assert [m.body for m in store.twilio.messages][1] == thanks.body
     totals = report["totals"]
     assert (totals["sent"], totals["delivered"], totals["clicked"], totals["converted"]) == (2, 1, 1, 1)
-    assert totals["revenue"] == "209.00"
+    assert totals["revenue"] == {"USD": "209.00"}
     [node] = [row for row in report["nodes"] if row["node_id"] == "mms"]
-    assert node["converted"] == 1 and node["revenue"] == "209.00"
+    assert node["converted"] == 1 and node["revenue"] == {"USD": "209.00"}
     sender.close()

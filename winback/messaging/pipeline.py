@@ -623,6 +623,7 @@ class Sender:
                 self._defer(session, message, now, now + timedelta(seconds=30), waiting, report)
             return None
         address = self._address(session, message, customer)
+        message.to_address = address  # shown with a deferral or a skip too ("which number?")
         decision = self._decide(session, message, customer, address, shop, now, planned)
         if decision.action == "skip":
             self._finish(session, message, "skipped", now, decision.reason, report)

@@ -77,15 +77,20 @@ def flow_report(
     for flow, node, details in session.execute(conversions):
         row = nodes[(flow, node)]
         row["converted"] += 1
-        row["revenue"] += Decimal(str((details or {}).get("revenue") or 0))
+        currency = str((details or {}).get("currency") or "?")
+        row["revenue"][currency] = row["revenue"].get(currency, Decimal(0)) + Decimal(
+            str((details or {}).get("revenue") or 0)
+        )
     per_node = [
         {"flow_id": flow, "node_id": node, **_finish(row)}
         for (flow, node), row in sorted(nodes.items(), key=lambda item: (item[0][0] or 0, item[0][1] or ""))
     ]
     totals = _empty()
     for (_, _), row in nodes.items():
-        for key in ("messages", "sent", "delivered", "opened", "clicked", "converted", "revenue"):
+        for key in ("messages", "sent", "delivered", "opened", "clicked", "converted"):
             totals[key] += row[key]
+        for currency, amount in row["revenue"].items():
+            totals["revenue"][currency] = totals["revenue"].get(currency, Decimal(0)) + amount
         for status, count in row["status"].items():
             totals["status"][status] = totals["status"].get(status, 0) + count
         totals["channels"] |= row["channels"]
@@ -100,7 +105,7 @@ def _empty() -> dict[str, Any]:
         "opened": 0,
         "clicked": 0,
         "converted": 0,
-        "revenue": Decimal(0),
+        "revenue": {},  # currency → amount: orders in different currencies are not added up
         "status": {},
         "channels": set(),
     }
@@ -111,7 +116,7 @@ def _finish(row: dict[str, Any]) -> dict[str, Any]:
     return {
         **row,
         "channels": sorted(row["channels"]),
-        "revenue": str(row["revenue"]),
+        "revenue": {currency: str(amount) for currency, amount in sorted(row["revenue"].items())},
         "rates": {
             "delivered": _rate(row["delivered"], sent),
             "opened": _rate(row["opened"], row["delivered"] or sent),
