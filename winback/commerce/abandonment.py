@@ -22,6 +22,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from winback.db.engine import reading, transaction
 from winback.db.models import Checkout, Customer, Event, IntentSession
+from winback.ingest import segment as wire
 from winback.ingest.segment import EventRow
 from winback.ingest.store import append_events
 from winback.kernel.money import to_amount
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 SWEEP_BATCH = 1000  # rows of each kind closed per sweep (one transaction per kind)
 
-DERIVED_SOURCE = "derived"
 CHECKOUT_ABANDONED = "Checkout Abandoned"
 CART_ABANDONED = "Cart Abandoned"
 BROWSE_ABANDONED = "Browse Abandoned"
@@ -247,17 +247,13 @@ def derived_event(
     now: datetime,
 ) -> EventRow:
     """A derived track event for a known customer, timed at the moment the rule fired."""
-    return EventRow(
+    return wire.derived_event(
         message_id=derived_message_id(rule, row_id),
-        source=DERIVED_SOURCE,
-        type="track",
-        event=event,
-        user_id=user_id,
-        anonymous_id=None if user_id else f"winback-customer:{customer_id}",
-        properties=properties,
-        timestamp=now,
-        received_at=now,
         customer_id=customer_id,
+        user_id=user_id,
+        at=now,
+        event=event,
+        properties=properties,
     )
 
 

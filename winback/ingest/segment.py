@@ -18,7 +18,15 @@ from winback.kernel.errors import InvalidInput, PayloadTooLarge
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
 # Short paths used by analytics.js / analytics-next: /v1/t, /v1/i, ...
-SHORT_PATHS = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias", "b": "batch"}
+SHORT_PATHS = {
+    "i": "identify",
+    "t": "track",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+    "b": "batch",
+}
 
 ID_MAX_LENGTH = 255
 EVENT_NAME_MAX_LENGTH = 200
@@ -70,6 +78,42 @@ class EventRow:
         }
 
 
+DERIVED_SOURCE = "derived"
+
+
+def anonymous_id_of(customer_id: int) -> str:
+    """The anonymous id winback's own events carry for a profile that has no user id."""
+    return f"winback-customer:{customer_id}"
+
+
+def derived_event(
+    *,
+    message_id: str,
+    customer_id: int,
+    user_id: str | None,
+    at: datetime,
+    event: str | None = None,
+    properties: dict[str, Any] | None = None,
+    traits: dict[str, Any] | None = None,
+    type: str = "track",
+) -> EventRow:
+    """An event winback adds to the stream about a known profile (abandonment, segment and list
+    changes, messages, consent from an unsubscribe, …), timed and received at `at`."""
+    return EventRow(
+        message_id=message_id,
+        source=DERIVED_SOURCE,
+        type=type,
+        event=event,
+        user_id=user_id,
+        anonymous_id=None if user_id else anonymous_id_of(customer_id),
+        properties=properties or {},
+        traits=traits or {},
+        timestamp=at,
+        received_at=at,
+        customer_id=customer_id,
+    )
+
+
 def decode_json(body: bytes, *, what: str = "request body") -> Any:
     try:
         return orjson.loads(body)
@@ -91,7 +135,9 @@ def parse_timestamp(value: Any, field_name: str, index: int | None = None) -> da
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
         raise ValueError
     except (ValueError, OverflowError, OSError):
-        raise _invalid(f"'{field_name}' must be an ISO-8601 date-time, got {value!r}", field_name, index) from None
+        raise _invalid(
+            f"'{field_name}' must be an ISO-8601 date-time, got {value!r}", field_name, index
+        ) from None
 
 
 def _invalid(message: str, field_name: str, index: int | None) -> InvalidInput:
@@ -163,9 +209,7 @@ def parse_message(
     declared = raw.get("type")
     kind = message_type or declared
     if kind not in MESSAGE_TYPES:
-        raise _invalid(
-            f"'type' must be one of {', '.join(MESSAGE_TYPES)}, got {declared!r}", "type", index
-        )
+        raise _invalid(f"'type' must be one of {', '.join(MESSAGE_TYPES)}, got {declared!r}", "type", index)
 
     user_id = _optional_id(raw, "userId", index)
     anonymous_id = _optional_id(raw, "anonymousId", index)

@@ -47,7 +47,7 @@ from winback.db.models import (
     Suppression,
 )
 from winback.ingest import store as event_store
-from winback.ingest.segment import EventRow
+from winback.ingest.segment import EventRow, derived_event
 from winback.kernel.errors import InvalidInput, NotFound
 from winback.messaging import keywords, links, tokens
 from winback.messaging.records import record
@@ -233,16 +233,13 @@ def _append_consent(
     event_store.append_events(
         session.connection(),
         [
-            EventRow(
+            derived_event(
                 message_id=f"derived:consent:{channel}:{customer.id}:{uuid.uuid4().hex}",
-                source="derived",
-                type="identify",
-                user_id=customer.user_id,
-                anonymous_id=None if customer.user_id else f"winback-customer:{customer.id}",
-                traits=traits,
-                timestamp=now,
-                received_at=now,
                 customer_id=customer.id,
+                user_id=customer.user_id,
+                at=now,
+                type="identify",
+                traits=traits,
             )
         ],
     )
@@ -516,22 +513,18 @@ def handle_inbound_sms(
         event_store.append_events(
             session.connection(),
             [
-                EventRow(
+                derived_event(
                     message_id=f"twilio:inbound:{provider_message_id}",
-                    source="derived",
-                    type="track",
-                    event="SMS Received",
+                    customer_id=customer.id,
                     user_id=customer.user_id,
-                    anonymous_id=None if customer.user_id else f"winback-customer:{customer.id}",
+                    at=now,
+                    event="SMS Received",
                     properties={
                         "body": body,
                         "from": phone,
                         "to": to_number,
                         "provider_message_id": provider_message_id,
                     },
-                    timestamp=now,
-                    received_at=now,
-                    customer_id=customer.id,
                 )
             ],
         )

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from winback.db.models import Customer, Message, MessageEvent
 from winback.ingest import store as event_store
-from winback.ingest.segment import EventRow
+from winback.ingest.segment import derived_event
 
 # Message status → the stream event shoppers' segments and flows see (None: not a stream event).
 STREAM_EVENTS: Final[dict[str, str]] = {
@@ -107,17 +107,13 @@ def _emit(
     event_store.append_events(
         session.connection(),
         [
-            EventRow(
+            derived_event(
                 message_id=stream_message_id(message.id, status, details),
-                source="derived",
-                type="track",
-                event=event_name,
-                user_id=customer.user_id,
-                anonymous_id=None if customer.user_id else f"winback-customer:{customer.id}",
-                properties=properties,
-                timestamp=now,
-                received_at=now,
                 customer_id=customer.id,
+                user_id=customer.user_id,
+                at=now,
+                event=event_name,
+                properties=properties,
             )
         ],
     )

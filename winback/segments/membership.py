@@ -47,7 +47,7 @@ from winback.db.engine import reading, transaction
 from winback.db.expressions import insert_or_ignore, one_of
 from winback.db.models import Customer, CustomerList, ListMembership, Segment, SegmentMembership
 from winback.db.types import UTCDateTime
-from winback.ingest.segment import EventRow
+from winback.ingest.segment import EventRow, derived_event
 from winback.ingest.store import append_events
 from winback.kernel.errors import NotFound
 from winback.runtime import Runtime
@@ -60,7 +60,6 @@ SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
 LIST_JOINED = "List Joined"
 LIST_LEFT = "List Left"
-DERIVED_SOURCE = "derived"
 MEMBERSHIP_LOCK = 0x57_1B_AC_5E  # PostgreSQL advisory lock key held by every membership writer
 SEGMENT_GRAPH_LOCK = MEMBERSHIP_LOCK  # saving segments: one lock, so a save and a diff never interleave
 WRITE_CHUNK = 1000  # rows per INSERT/DELETE … RETURNING statement
@@ -462,17 +461,13 @@ def add_to_list(
 def list_event(target: CustomerList, customer_id: int, user_id: str | None, now: datetime) -> EventRow:
     """The derived `List Joined` event of one addition; its message id is unique per list,
     customer and moment."""
-    return EventRow(
+    return derived_event(
         message_id=f"derived:list:{target.id}:{customer_id}:joined:{now.isoformat()}",
-        source=DERIVED_SOURCE,
-        type="track",
-        event=LIST_JOINED,
-        user_id=user_id,
-        anonymous_id=None if user_id else f"winback-customer:{customer_id}",
-        properties={"list_id": target.id, "list_name": target.name},
-        timestamp=now,
-        received_at=now,
         customer_id=customer_id,
+        user_id=user_id,
+        at=now,
+        event=LIST_JOINED,
+        properties={"list_id": target.id, "list_name": target.name},
     )
 
 
@@ -600,17 +595,13 @@ def segment_event(
 ) -> EventRow:
     """The derived event for one transition; its message id is unique per segment, customer,
     direction and moment."""
-    return EventRow(
+    return derived_event(
         message_id=f"derived:segment:{segment_id}:{customer_id}:{kind}:{now.isoformat()}",
-        source=DERIVED_SOURCE,
-        type="track",
-        event=event,
-        user_id=user_id,
-        anonymous_id=None if user_id else f"winback-customer:{customer_id}",
-        properties={"segment_id": segment_id, "segment_name": name},
-        timestamp=now,
-        received_at=now,
         customer_id=customer_id,
+        user_id=user_id,
+        at=now,
+        event=event,
+        properties={"segment_id": segment_id, "segment_name": name},
     )
 
 
