@@ -7,6 +7,8 @@ abandonment sweep) is guarded by a named lease; flow runs are shared out by row 
 of workers can run side by side, and a crashed worker's share is taken over once its lease expires
 (or, for flow runs, as soon as its transaction is rolled back). A component that fails is logged
 with its traceback and contained: the other components still run, and the loop carries on.
+In `run`, sending has a thread of its own (paced providers' waits and slow provider calls never
+hold up events, sweeps or flow runs); `run_pass` alone does everything in turn, for tests.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ MAX_BATCHES_PER_PASS = 20  # full event batches applied before a pass moves on t
 SWEEP_INTERVAL = 5.0  # seconds between abandonment sweeps (windows are minutes to hours long)
 SEGMENT_RECHECK_POLL = 60.0  # seconds between looks for due time-based segments (at most)
 FLOW_SCHEDULE_POLL = 15.0  # seconds between looks for due date/schedule triggers (cron has minutes)
-SEND_BUDGET_S = 2.0  # seconds a pass may spend sending (pacing waits included) before moving on
+SEND_BUDGET_S = 2.0  # seconds a sending pass may spend (pacing waits included) before looking again
 STOP_TIMEOUT = 5.0  # seconds BackgroundWorker.stop waits for the loop to finish its pass
 RENEW_FRACTION = 0.5  # a held lease is renewed once less than this share of its ttl remains
 
@@ -97,6 +99,7 @@ class Worker:
         self.runtime = runtime
         self.holder = holder or default_holder()
         self._lease_expiry: dict[str, datetime] = {}  # leases this worker believes it holds
+        self._lease_lock = threading.Lock()  # the sending thread holds leases too
         self._next_sweep_at: datetime | None = None
         self._next_segment_recheck_at: datetime | None = None
         self._next_flow_schedule_at: datetime | None = None
@@ -106,20 +109,22 @@ class Worker:
         """One pass; returns how much work it did (events applied plus rows closed)."""
         return self.run_pass().total
 
-    def run_pass(self) -> PassReport:
+    def run_pass(self, *, sending: bool = True) -> PassReport:
+        """One pass over every component; `sending=False` leaves sending out (the loop in `run`
+        sends on a thread of its own, so provider calls and pacing waits never hold up events)."""
         events_applied = self._contained("event processing", self._process_events, default=0)
         sweep = self._contained("abandonment sweep", self._sweep, default=None)
         rechecked = self._contained("segment re-check", self._recheck_segments, default=0)
         scheduled = self._contained("flow scheduler", self._schedule_flows, default=0)
         flow_steps = self._contained("flow runs", self._step_flows, default=0)
-        sending = self._contained("sending", self._send, default=None)
+        report = self._contained("sending", self._send, default=None) if sending else None
         return PassReport(
             events_applied=events_applied,
             sweep=sweep,
             segments_rechecked=rechecked,
             flow_runs_scheduled=scheduled,
             flow_steps=flow_steps,
-            sending=sending,
+            sending=report,
         )
 
     def close(self) -> None:
@@ -140,6 +145,10 @@ class Worker:
 
     def holds(self, name: str) -> bool:
         """Hold the lease `name` (renewing it when it is past its prime); False if another has it."""
+        with self._lease_lock:
+            return self._holds(name)
+
+    def _holds(self, name: str) -> bool:
         now = self.runtime.clock.now()
         ttl = timedelta(seconds=self.runtime.settings.worker_lease_s)
         expiry = self._lease_expiry.get(name)
@@ -240,13 +249,19 @@ class Worker:
             return default
 
     def run(self, stop: threading.Event) -> None:
-        """Pass after pass until `stop` is set; sleeps `worker_poll_s` after a pass with no work."""
+        """Pass after pass until `stop` is set; sleeps `worker_poll_s` after a pass with no work.
+        Messages are sent by a second loop on its own thread, alongside."""
         poll_s = self.runtime.settings.worker_poll_s
         log.info("worker %s started", self.holder)
+        done = threading.Event()
+        sending = threading.Thread(
+            target=self._sending_loop, args=(stop, done), name="winback-send", daemon=True
+        )
+        sending.start()
         try:
             while not stop.is_set():
                 try:
-                    report = self.run_pass()
+                    report = self.run_pass(sending=False)
                 except Exception:  # the components are contained; this guards the loop itself
                     log.exception("worker pass failed; retrying after %s s", poll_s)
                     stop.wait(poll_s)
@@ -256,8 +271,19 @@ class Worker:
                 else:
                     stop.wait(poll_s)
         finally:
+            done.set()
+            sending.join()
             self.close()
             log.info("worker %s stopped", self.holder)
+
+    def _sending_loop(self, stop: threading.Event, done: threading.Event) -> None:
+        poll_s = self.runtime.settings.worker_poll_s
+        while not (stop.is_set() or done.is_set()):
+            report = self._contained("sending", self._send, default=None)
+            if report is not None and report.total:
+                log.info("messages: %s", report.describe())
+            else:
+                done.wait(poll_s)  # set by `run` as soon as `stop` ends its loop
 
 
 def run_forever(runtime: Runtime, stop: threading.Event | None = None) -> None:
