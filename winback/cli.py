@@ -937,6 +937,7 @@ def flows_simulate(
     from winback.db.models import FlowVersion
     from winback.flows import definition, simulate
     from winback.flows import files as flow_files
+    from winback.messaging.policy import SendPolicy
     from winback.segments import periods
 
     runtime = _runtime()
@@ -967,6 +968,7 @@ def flows_simulate(
             report = simulate.simulate_flow(
                 runtime.engine, plan, start_at, end_at, timezone=timezone,
                 attribution_window=timedelta(days=attribution_days), progress=advance,
+                policy=SendPolicy.from_settings(runtime.settings),
             )  # fmt: skip
         except WinbackError as exc:
             raise fail(exc.message) from None

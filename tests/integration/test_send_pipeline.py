@@ -356,3 +356,44 @@ def test_test_send_and_channel_status(make_runtime: Callable[..., Runtime]) -> N
     bad = make_runtime(sms_provider="twilio", twilio_account_sid="AC" + "0" * 32, twilio_auth_token="x")
     statuses = admin.channel_statuses(bad)
     assert not statuses["sms"].ok and "TWILIO_FROM_NUMBER" in statuses["sms"].detail.upper()
+
+
+def test_a_deferred_message_is_not_sent_once_the_flow_exit_rule_holds(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    # given a flow whose SMS is deferred by quiet hours, and whose run waits for an order to say
+    # thanks (so the order moves the run on instead of ending it)
+    clock = VirtualClock(datetime.fromisoformat("2026-03-02T06:00:00+00:00"))  # 22:00 in San Francisco
+    runtime = make_runtime(clock)
+    flow = {
+        **SMS_FLOW,
+        "exit_when": [{"type": "event_since_entry", "event": "Order Completed"}],
+        "nodes": [
+            {**SMS_FLOW["nodes"][0], "next": "ordered"},
+            {"id": "ordered", "type": "wait_for_event", "event": "Order Completed",
+             "timeout": {"amount": 1, "unit": "days"}, "on_event": "thanks", "on_timeout": "done"},
+            {"id": "thanks", "type": "action", "ignore_exit_conditions": True,
+             "action": {"type": "send_sms", "body": "Thanks!", "transactional": True}},
+            {"id": "done", "type": "exit"},
+        ],
+    }  # fmt: skip
+    _live_flow(runtime, flow)
+    track = _tracker(runtime)
+    _shopper(track)
+    _view(track, runtime)
+    sender = Sender(runtime)
+    assert sender.run().deferred == 1
+    # when the shopper orders in the night: the run thanks them and completes
+    clock.advance(timedelta(hours=1))
+    track("track", userId="u1", event="Order Completed", properties={"order_id": "o1", "total": 50})
+    process_pending(runtime)
+    flow_engine.step_due_runs(runtime)
+    # then in the morning the thank-you (transactional) has gone, and the reminder does not
+    clock.advance(timedelta(hours=9))
+    sender.run()
+    reminder, thanks = _messages(runtime)
+    assert thanks.status == "delivered"
+    assert reminder.status == "skipped"
+    assert reminder.status_reason == (
+        "the flow's exit rule holds since it was queued (Order Completed since entry)"
+    )

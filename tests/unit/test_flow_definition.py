@@ -29,7 +29,7 @@ ABANDONED_CART: dict[str, Any] = {
         {"id": "ordered", "type": "wait_for_event", "event": "Order Completed",
          "timeout": {"amount": 24, "unit": "hours"}, "on_event": "thanks", "on_timeout": "reminder"},
         {"id": "thanks", "type": "action", "ignore_exit_conditions": True,
-         "action": {"type": "send_sms", "body": "Thank you!"}},
+         "action": {"type": "send_sms", "body": "Thank you!", "transactional": True}},
         {"id": "reminder", "type": "action", "action": {"type": "send_sms", "body": "Last chance: {{ checkout.recovery_url }}"}},
     ],
 }  # fmt: skip

@@ -13,12 +13,10 @@ from tests.unit.test_flow_definition import ABANDONED_CART
 from winback.flows import definition
 from winback.flows import engine as flow_engine
 from winback.flows.simulate import (
-    NO_CONSENT,
     OrderPlaced,
     Revenue,
     Simulation,
     attribute_orders,
-    consent_verdict,
     fact_needs,
     facts_as_of,
 )
@@ -113,15 +111,6 @@ def test_fact_needs_load_every_order_only_when_a_rule_reads_anything() -> None:
     assert fact_needs(definition.parse_flow(flow), T0, "UTC").orders is False
 
 
-def test_consent_is_needed_for_the_message_channel_only() -> None:
-    subscribed = {"sms_consent": "subscribed", "email_consent": "unsubscribed"}
-    assert consent_verdict("send_sms", subscribed) is None
-    assert consent_verdict("send_mms", subscribed) is None
-    assert consent_verdict("send_email", subscribed) == NO_CONSENT
-    assert consent_verdict("send_push", {}) == NO_CONSENT
-    assert consent_verdict("add_tag", {}) is None
-
-
 # --- attribution --------------------------------------------------------------------------------
 
 
@@ -153,7 +142,10 @@ def test_orders_are_attributed_once_within_the_window_and_to_the_last_message_be
 
 
 def _casual(consent: str | None = "subscribed") -> CustomerFacts:
-    return CustomerFacts(profile={"sms_consent": consent, "orders_count": 0, "total_spent": Decimal(0)})
+    return CustomerFacts(
+        profile={"sms_consent": consent, "phone": "+14155550123", "timezone": "UTC", "orders_count": 0,
+                 "total_spent": Decimal(0)}
+    )  # fmt: skip
 
 
 def test_one_run_per_checkout_and_the_checkout_completed_exit() -> None:
@@ -207,7 +199,7 @@ def test_a_waiting_run_resumes_on_the_awaited_event_and_times_out_otherwise() ->
     nodes = {n.node_id: (n.entered, dict(n.outcomes)) for n in report.nodes}
     assert nodes["ordered"] == (2, {"event": 1, "timeout": 1})
     assert [(m.node_id, m.would_send, dict(m.skipped)) for m in report.messages] == [
-        ("sms", 1, {NO_CONSENT: 1}), ("thanks", 1, {}), ("reminder", 0, {NO_CONSENT: 1}),
+        ("sms", 1, {"skipped: no consent": 1}), ("thanks", 1, {}), ("reminder", 0, {"skipped: no consent": 1}),
     ]  # fmt: skip
     assert report.attribution.by_node == {"sms": Revenue(1, {"USD": Decimal("99.50")})}
     assert report.to_dict()["runs"] == {"entered": 2, "waiting_at_end": 0, "completed": 2, "exited": 0,

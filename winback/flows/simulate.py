@@ -6,7 +6,8 @@ re-entry is judged by `engine.reentry_allows`, runs are stepped by the pure `ste
 each event's moment and at every wake-at in between, and a waiting run sees the later events of
 its customer (exit conditions, awaited events). Nothing is written: runs, messages and actions
 exist only in the report, which says per node how many runs would enter, wait, branch and end,
-which messages would be sent or skipped for lack of consent, and the orders that followed.
+which messages would be sent, deferred or skipped by the same send policies the messaging pipeline
+applies (consent, quiet hours, frequency caps), and the orders that followed.
 
 Customer data is taken AS OF each simulated moment where the database keeps its history, and from
 the stored profile where it does not (the approximation is spelled out in `NOTES`).
@@ -33,23 +34,43 @@ from winback.flows import definition as d
 from winback.flows import engine as flow_engine
 from winback.flows import reporting, stepping
 from winback.kernel.clock import as_utc
+from winback.messaging.caps import SentRecord, cap_channel
+from winback.messaging.channels.base import ChannelName
+from winback.messaging.policy import SendPolicy, SendRequest
+from winback.messaging.quiet_hours import recipient_timezones
 from winback.segments import evaluator, facts
 from winback.segments.membership import SEGMENT_ENTERED
+from winback.settings import Settings
 
 CHUNK_SIZE = 2_000  # events fetched and fed per round trip
 ATTRIBUTION_WINDOW = timedelta(days=5)
 SEGMENT_EXITED = "Segment Exited"
-# Which consent column a message needs (the messaging pipeline checks the same at send time).
-CONSENT_CHANNEL = {"send_sms": "sms", "send_mms": "sms", "send_email": "email", "send_push": "push"}
-NO_CONSENT = "skipped: no consent"
+# The customer channel of each message action: these go through the send policies.
+MESSAGE_CHANNEL: dict[str, ChannelName] = {
+    "send_sms": "sms",
+    "send_mms": "mms",
+    "send_email": "email",
+    "send_push": "push",
+}
+# How a decision is counted: by the rule that made it, not its sentence (which names times).
+VERDICT_LABEL = {
+    "no_address": "no address",
+    "suppressed": "suppressed",
+    "consent": "no consent",
+    "cap": "frequency cap",
+    "quiet_hours": "quiet hours",
+}
 COMPLETED_CHECKOUT = ("completed", "recovered")
 ZERO = Decimal("0.00")
 MAX_MERGE_HOPS = 10  # a chain of merges longer than this is left where it ends
 
 NOTES = (
-    "Consent only: a message to a customer without 'subscribed' consent for its channel is counted "
-    "as 'skipped: no consent'. Quiet hours and frequency caps are applied at send time by the "
-    "messaging pipeline and are not simulated, so nothing is reported as deferred.",
+    "Messages are decided by the send policies the messaging pipeline applies (docs/messaging.md): "
+    "an address on the profile, consent (SMS needs an opt-in, email only that nobody opted out, "
+    "push a subscription), quiet hours in the recipient's timezone and frequency caps counted over "
+    "the simulated sends of this flow (not over other flows' messages, and suppression lists are "
+    "not consulted). A deferred message is counted as deferred, and then as sent when its wait "
+    "ends (its attribution starts then) or as skipped if its run had exited by then.",
     "Customer data as of each simulated moment: order count, money spent, average order value, "
     "first and last order times, and the orders, events and abandoned checkouts that rules read "
     "are limited to what had happened by then; segment memberships are rebuilt from the stored "
@@ -120,14 +141,6 @@ def _segments_as_of(known: evaluator.CustomerFacts, now: datetime) -> frozenset[
         if (before[-1] if before else not changes[0][1]) is True:
             members.add(segment_id)
     return frozenset(members)
-
-
-def consent_verdict(kind: str, profile: Mapping[str, Any]) -> str | None:
-    """None when a message of this kind may go to the customer; otherwise why it is skipped."""
-    channel = CONSENT_CHANNEL.get(kind)
-    if channel is None or profile.get(f"{channel}_consent") == "subscribed":
-        return None
-    return NO_CONSENT
 
 
 def fact_needs(definition: d.FlowDefinition, start: datetime, timezone: str) -> evaluator.FactNeeds:
@@ -229,16 +242,18 @@ def attribute_orders(
 
 @dataclass(frozen=True, slots=True)
 class MessageCounts:
-    """Messages one node would send, by kind (send_sms, …), and those skipped with why."""
+    """Messages one node would send, by kind (send_sms, …), those skipped and those deferred (and
+    sent later), each with why."""
 
     node_id: str
     kind: str
     would_send: int = 0
     skipped: Mapping[str, int] = field(default_factory=dict)
+    deferred: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "kind": self.kind, "would_send": self.would_send,
-                "skipped": dict(self.skipped)}  # fmt: skip
+                "skipped": dict(self.skipped), "deferred": dict(self.deferred)}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,11 +277,18 @@ class SimulationReport:
         """Messages per kind (channel) over all nodes."""
         totals: dict[str, dict[str, Any]] = {}
         for message in self.messages:
-            entry = totals.setdefault(message.kind, {"would_send": 0, "skipped": Counter()})
+            entry = totals.setdefault(
+                message.kind, {"would_send": 0, "skipped": Counter(), "deferred": Counter()}
+            )
             entry["would_send"] += message.would_send
             entry["skipped"].update(message.skipped)
+            entry["deferred"].update(message.deferred)
         return {
-            kind: {"would_send": entry["would_send"], "skipped": dict(sorted(entry["skipped"].items()))}
+            kind: {
+                "would_send": entry["would_send"],
+                "skipped": dict(sorted(entry["skipped"].items())),
+                "deferred": dict(sorted(entry["deferred"].items())),
+            }
             for kind, entry in sorted(totals.items())
         }
 
@@ -336,13 +358,32 @@ class _Run:
     events: list[evaluator.EventFact] = field(default_factory=list)  # since entry, names the flow reads
 
 
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A message the send policies held back, until `at`."""
+
+    run: _Run
+    node_id: str
+    kind: str
+    queued_at: datetime
+    at: datetime
+    checked: bool  # whether the flow's exit rule is checked again when it goes (not for receipts)
+    profile: Mapping[str, Any]
+
+
 class Simulation:
     """The live engine's behaviour for one flow, in memory, driven by events in time order.
 
     Call `feed` with each event (never going back in time), then `finish(end)`."""
 
-    def __init__(self, definition: d.FlowDefinition, *, timezone: str, lookup: Lookup) -> None:
+    def __init__(
+        self, definition: d.FlowDefinition, *, timezone: str, lookup: Lookup, policy: SendPolicy | None = None
+    ) -> None:
         self.plan = stepping.Plan(definition)
+        self.policy = policy or SendPolicy.from_settings(Settings())
+        self._sent: dict[int, list[SentRecord]] = defaultdict(list)  # simulated marketing sends
+        self._deferred: list[_Deferred] = []  # messages waiting (quiet hours, caps), settled in `report`
+        self._exited_at: dict[int, datetime] = {}  # runs that ended by an exit condition
         self.timezone = timezone
         self.lookup = lookup
         self.names = _event_names(definition)
@@ -459,11 +500,8 @@ class Simulation:
         for command in result.commands:
             kind = command.action.type
             self.actions[kind] += 1
-            if kind in CONSENT_CHANNEL:
-                verdict = consent_verdict(kind, current.profile)
-                self.messages[(command.node_id, kind)][verdict or "would_send"] += 1
-                if verdict is None:
-                    self.touches.append((run.customer_id, now, command.node_id))
+            if kind in MESSAGE_CHANNEL:
+                self._decide(run, command, current.profile, now)
         if run.state.is_finished:
             self._fold(run)
             del self._runs[run.state.run_id]
@@ -474,9 +512,93 @@ class Simulation:
         elif run.state.status == "waiting" and run.state.wake_at is not None:
             heapq.heappush(self._timers, (run.state.wake_at, run.state.run_id))
 
+    def _decide(
+        self, run: _Run, command: stepping.Command, profile: Mapping[str, Any], now: datetime
+    ) -> None:
+        """What the send policies would do with one message (as the pipeline would decide it)."""
+        customer_id = run.customer_id
+        channel = MESSAGE_CHANNEL[command.action.type]
+        transactional = bool(getattr(command.action, "transactional", False))
+        address = {
+            "sms": profile.get("phone"),
+            "mms": profile.get("phone"),
+            "email": profile.get("email"),
+            "push": "subscribed" if profile.get("push_consent") == "subscribed" else None,
+        }[channel]
+        flow = self.plan.flow
+        decision = self.policy.decide(
+            SendRequest(
+                channel=channel,
+                now=now,
+                transactional=transactional,
+                category=flow.category,
+                consent=profile.get(f"{'sms' if channel == 'mms' else channel}_consent"),
+                has_address=bool(address),
+                zones=recipient_timezones(
+                    profile_timezone=profile.get("timezone"),
+                    phone_e164=profile.get("phone"),
+                    country=profile.get("country"),
+                    store_timezone=self.timezone,
+                ),
+                country=profile.get("country"),
+                region=profile.get("region"),
+                history=tuple(self._sent[customer_id]),
+                when_capped=flow.when_capped,
+            )
+        )
+        tally = self.messages[(command.node_id, command.action.type)]
+        if decision.action == "skip":
+            tally["skipped: " + VERDICT_LABEL.get(decision.rule, decision.rule)] += 1
+            return
+        at = now
+        if decision.action == "defer" and decision.until is not None:
+            tally["deferred: " + VERDICT_LABEL.get(decision.rule, decision.rule)] += 1
+            at = decision.until
+            # Sent when the wait ends, unless the run has exited by then (as the pipeline does):
+            # settled in `report`, once every run's end is known.
+            node = self.plan.nodes.get(command.node_id)
+            checked = not getattr(node, "ignore_exit_conditions", False) and not transactional
+            self._deferred.append(
+                _Deferred(run, command.node_id, command.action.type, now, at, checked, profile)
+            )
+        else:
+            tally["would_send"] += 1
+            self.touches.append((customer_id, at, command.node_id))
+        if not transactional:
+            self._sent[customer_id].append(
+                SentRecord(at=at, channel=cap_channel(channel), category=flow.category)
+            )
+
+    def _ended_before(self, waiting: _Deferred) -> str | None:
+        """Why a deferred message would not go out when its wait ends (as the pipeline decides):
+        its run exited by then, or the flow's exit rule came to hold while it waited."""
+        exited = self._exited_at.get(waiting.run.state.run_id)
+        if exited is not None and exited <= waiting.at:
+            return "the run ended before it was sent"
+        if not waiting.checked or not self.plan.flow.exit_when:
+            return None
+        checkout_status = None
+        if waiting.run.checkout_id is not None:
+            completed_at = self.lookup.checkout_completed_at(waiting.run.checkout_id)
+            checkout_status = (
+                "completed" if completed_at is not None and completed_at <= waiting.at else "open"
+            )
+        context = stepping.StepContext(
+            facts=evaluator.CustomerFacts(profile=dict(waiting.profile)),
+            trigger={},
+            events_since_entry=[
+                e for e in waiting.run.events if waiting.queued_at <= e.timestamp <= waiting.at
+            ],
+            checkout_status=checkout_status,
+        )
+        reason = stepping.exit_reason(self.plan.flow.exit_when, context)
+        return f"exit rule held while it waited ({reason})" if reason else None
+
     def _fold(self, run: _Run) -> None:
         """Count a run's visits and where it is (or ended) into the tallies."""
         state = run.state
+        if state.status == "exited" and state.history:
+            self._exited_at[state.run_id] = state.history[-1].at
         self.visits.update((visit.node_id, visit.outcome) for visit in state.history)
         self.positions[(state.node_id, state.status, state.exit_reason)] += 1
         self.entries.append((run.customer_id, state.entered_at, state.exit_reason == "holdout"))
@@ -499,13 +621,28 @@ class Simulation:
         for (_, status, reason), n in self.positions.items():
             if status == "exited":
                 exit_reasons[reason or status] += n
+        for waiting in self._deferred:
+            reason = self._ended_before(waiting)
+            if reason is not None:
+                self.messages[(waiting.node_id, waiting.kind)][f"skipped: {reason}"] += 1
+            else:
+                self.messages[(waiting.node_id, waiting.kind)]["would_send"] += 1
+                self.touches.append((waiting.run.customer_id, waiting.at, waiting.node_id))
+        self._deferred = []
         order = {node.id: index for index, node in enumerate(self.plan.flow.nodes)}
         messages = tuple(
             MessageCounts(
                 node_id=node_id,
                 kind=kind,
                 would_send=tally["would_send"],
-                skipped=dict(sorted((why, n) for why, n in tally.items() if why != "would_send")),
+                skipped=dict(sorted((why, n) for why, n in tally.items() if why.startswith("skipped"))),
+                deferred=dict(
+                    sorted(
+                        (why.removeprefix("deferred: "), n)
+                        for why, n in tally.items()
+                        if why.startswith("deferred")
+                    )
+                ),
             )
             for (node_id, kind), tally in sorted(self.messages.items(), key=lambda item: order[item[0][0]])
         )
@@ -647,6 +784,7 @@ def simulate_flow(
     timezone: str,
     attribution_window: timedelta = ATTRIBUTION_WINDOW,
     progress: Callable[[int, int], None] | None = None,  # (events done, events total)
+    policy: SendPolicy | None = None,  # the store's quiet hours and caps (default: the settings')
 ) -> SimulationReport:
     """Replay the stored events of [start, end) through `definition` on a virtual clock and report
     what the flow would have done. Reads only; nothing is written anywhere."""
@@ -662,7 +800,7 @@ def simulate_flow(
             .where(Event.timestamp >= start, Event.timestamp < end, Event.customer_id.is_not(None))
         ) or 0  # fmt: skip
         stored = _StoredData(session, needs, evaluator.EvalContext(now=start, timezone=timezone))
-        simulation = Simulation(definition, timezone=timezone, lookup=stored)
+        simulation = Simulation(definition, timezone=timezone, lookup=stored, policy=policy)
         done = 0
         if progress is not None:
             progress(0, total)

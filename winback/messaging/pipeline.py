@@ -37,8 +37,10 @@ from winback import store
 from winback.db.engine import reading, transaction
 from winback.db.expressions import one_of
 from winback.db.models import (
+    Checkout,
     Customer,
     DiscountCode,
+    Event,
     FlowRun,
     Message,
     MessageEvent,
@@ -47,6 +49,7 @@ from winback.db.models import (
     Suppression,
 )
 from winback.flows import definition as d
+from winback.flows import stepping
 from winback.messaging import (
     caps,
     context,
@@ -65,6 +68,7 @@ from winback.messaging import (
 from winback.messaging.channels.base import Channel, ChannelName, OutgoingMessage, SendOutcome
 from winback.messaging.registry import CHANNELS, KIND_CHANNEL, Registry
 from winback.runtime import Runtime
+from winback.segments import evaluator
 from winback.settings import StoreProfile
 
 log = logging.getLogger(__name__)
@@ -717,7 +721,57 @@ class Sender:
                 and run.finished_at >= message.created_at
             ):
                 return f"the flow run ended before it was sent ({run.exit_reason or 'exit condition'})"
+            if run is not None:
+                reason = self._exit_since_queued(session, message, run, customer)
+                if reason is not None:
+                    return f"the flow's exit rule holds since it was queued ({reason})"
         return None
+
+    def _exit_since_queued(
+        self, session: Session, message: Message, run: FlowRun, customer: Customer | None
+    ) -> str | None:
+        """ "Stop once they buy" for a message that waited (quiet hours, a cap, a retry): the flow's
+        exit conditions, checked against what happened since the message was queued — a run may
+        have moved on without exiting (an order answered its wait), leaving this message behind."""
+        from winback.flows.engine import plan_of
+
+        plan = plan_of(session, run.flow_version_id)
+        node = plan.nodes.get(message.node_id or "")
+        if not plan.flow.exit_when or getattr(node, "ignore_exit_conditions", False):
+            return None
+        names = sorted({c.event for c in plan.flow.exit_when if isinstance(c, d.EventSinceEntryExit)})
+        events = []
+        if names and message.customer_id is not None:
+            events = [
+                evaluator.EventFact(name, timestamp, properties or {})
+                for name, timestamp, properties in session.execute(
+                    select(Event.event, Event.timestamp, Event.properties).where(
+                        Event.customer_id == message.customer_id,
+                        one_of(Event.event, names),
+                        Event.timestamp >= message.created_at,
+                    )
+                )
+            ]
+        checkout_status = None
+        if run.checkout_id is not None and any(
+            isinstance(c, d.CheckoutCompletedExit) for c in plan.flow.exit_when
+        ):
+            checkout_status = session.scalar(
+                select(Checkout.status).where(
+                    Checkout.external_id == run.checkout_id, Checkout.customer_id == message.customer_id
+                )
+            )
+        profile = {
+            f"{channel}_consent": getattr(customer, f"{channel}_consent", None)
+            for channel in ("email", "sms", "push")
+        }
+        context = stepping.StepContext(
+            facts=evaluator.CustomerFacts(profile=profile),
+            trigger={},
+            events_since_entry=events,
+            checkout_status=checkout_status,
+        )
+        return stepping.exit_reason(plan.flow.exit_when, context)
 
     def _discounts_not_ready(self, session: Session, message: Message) -> str | None:
         """With Shopify connected, a message waits until its run's codes exist there (a code the

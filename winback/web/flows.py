@@ -31,6 +31,7 @@ from winback.db.models import Flow, FlowRun, FlowVersion
 from winback.flows import definition as d
 from winback.flows import library, reporting, service, simulate
 from winback.kernel.errors import InvalidInput, NotFound
+from winback.messaging.policy import SendPolicy
 from winback.web import schemas
 from winback.web.admin import (
     DEFAULT_LIMIT,
@@ -636,6 +637,7 @@ def simulate_flow(flow_id: FlowId, body: SimulationRequest, runtime: AdminDep) -
     report = simulate.simulate_flow(
         runtime.engine, plan, body.start, body.end, timezone=timezone,
         attribution_window=timedelta(days=body.attribution_days),
+        policy=SendPolicy.from_settings(runtime.settings),
     )  # fmt: skip
     return report.to_dict()
 
