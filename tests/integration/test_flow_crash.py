@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from winback.db.engine import make_engine, transaction
+from winback.db.engine import make_engine, reading, transaction
 from winback.db.models import Customer, FlowRun, OutboxEntry
 from winback.flows import engine as flow_engine
 from winback.flows import service
@@ -153,12 +153,12 @@ def _enrol(engine: sa.Engine, runs: int) -> None:
 
 
 def _outbox_count(engine: sa.Engine) -> int:
-    with Session(engine) as session:
+    with reading(engine) as session:  # a reader: never queues behind the workers' writes on SQLite
         return session.scalar(sa.select(sa.func.count()).select_from(OutboxEntry)) or 0
 
 
 def _unfinished(engine: sa.Engine) -> int:
-    with Session(engine) as session:
+    with reading(engine) as session:
         query = sa.select(sa.func.count()).select_from(FlowRun).where(FlowRun.finished_at.is_(None))
         return session.scalar(query) or 0
 
