@@ -79,6 +79,7 @@ MESSAGE_EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 # Each paced window is kept 20 ms longer than a second, so a send that starts or arrives a little
 # late cannot put a provider's one-second window over its rate (98 % of the rate is used).
 PACE_MARGIN_S: Final = 0.02
+MARK_LEAD_S: Final = 0.25  # how far ahead of its pacing slot a message may be marked `sending`
 CARRY_MAX_S: Final = 10.0  # a message prepared longer ago than this is decided again
 PREPARE_CHUNK: Final = 8  # messages prepared in one transaction (while the sending thread sends)
 OUTCOME_BATCH: Final = 20  # outcomes recorded together (a crash leaves at most these `sending`)
@@ -483,10 +484,11 @@ class Sender:
         """In its pacing slot: mark the message `sending` (committed), then call the provider
         outside any transaction. None when the message is no longer ours to send."""
         # A reserved slot is always used (never wasted), even a little past the budget. The mark
-        # is committed just before the slot (by how long marks take lately), so the call starts
-        # on time and a crash can leave at most that sliver between the mark and the call.
+        # is committed a little ahead of the slot (MARK_LEAD_S, or longer if marks take longer
+        # lately), so a wait for the database's write lock does not make the call late; a crash
+        # can leave at most that lead between the mark and the call.
         booked = self.pacers.reserve(item.provider, item.sender, self.monotonic(), item.units)
-        wait = booked - self._mark_s - self.monotonic()
+        wait = booked - max(self._mark_s, MARK_LEAD_S) - self.monotonic()
         if wait > 0:
             self.sleep(wait)
         marking = self.monotonic()
