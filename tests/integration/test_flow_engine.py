@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tests.unit.test_flow_definition import ABANDONED_CART
 from winback.db.engine import transaction
-from winback.db.models import Customer, CustomerList, Event, FlowRun, OutboxEntry
+from winback.db.models import Customer, CustomerList, Event, FlowRun, ListMembership, OutboxEntry
 from winback.flows import engine as flow_engine
 from winback.flows import service
 from winback.kernel.clock import VirtualClock
@@ -308,3 +308,52 @@ def test_visits_are_appended_to_whatever_history_the_run_has(
         ("high-value", "no"),
         ("wait-casual", "entered"),
     ]
+
+
+def test_actions_inside_winback_tag_set_a_property_leave_a_list_and_mark_a_goal(
+    runtime: Runtime, clock: VirtualClock
+) -> None:
+    # given a customer on a list, and a flow of the actions winback carries out itself
+    with transaction(runtime.engine) as session:
+        vip = CustomerList(name="vip", created_at=clock.now(), updated_at=clock.now())
+        session.add(vip)
+        session.flush()
+        list_id = vip.id
+    customer_id = _customer(runtime, user_id="u-actions")
+    with transaction(runtime.engine) as session:
+        session.add(
+            ListMembership(list_id=list_id, customer_id=customer_id, added_at=clock.now(), source="test")
+        )
+    steps = [
+        {"type": "add_tag", "tag": "cart-abandoner"},
+        {"type": "set_property", "property": "plan", "value": "gold"},
+        {"type": "remove_from_list", "list_id": list_id},
+        {"type": "conversion_goal", "name": "re-engaged"},
+        {"type": "remove_tag", "tag": "cart-abandoner"},
+        {"type": "add_tag", "tag": "won-back"},
+    ]
+    nodes = [
+        {
+            "id": f"a{i}",
+            "type": "action",
+            "action": step,
+            **({"next": f"a{i + 1}"} if i < len(steps) - 1 else {}),
+        }
+        for i, step in enumerate(steps)
+    ]
+    _live_flow(
+        runtime, {"trigger": {"type": "event", "event": "Checkout Abandoned"}, "start": "a0", "nodes": nodes}
+    )
+    # when the run steps
+    _abandon(runtime, customer_id)
+    flow_engine.step_due_runs(runtime)
+    # then each action was applied once, recorded as `applied` under its key
+    with Session(runtime.engine) as session:
+        customer = session.get(Customer, customer_id)
+        assert customer is not None
+        assert (customer.tags, customer.properties) == (["won-back"], {"plan": "gold"})
+        assert session.get(ListMembership, (list_id, customer_id)) is None
+        goal = session.scalars(sa.select(Event).where(Event.event == "Conversion Goal Reached")).one()
+        assert goal.properties["goal"] == "re-engaged" and goal.user_id == "u-actions"
+        assert session.scalars(sa.select(Event.event).where(Event.event == "List Left")).one() == "List Left"
+    assert {status for _, _, status in _outbox(runtime.engine)} == {"applied"}

@@ -48,7 +48,7 @@ from winback.db.models import (
 from winback.flows import definition as d
 from winback.flows import stepping
 from winback.ingest import store as event_store
-from winback.ingest.segment import EventRow
+from winback.ingest.segment import derived_event
 from winback.runtime import Runtime
 from winback.segments import evaluator, facts, membership
 
@@ -769,17 +769,13 @@ def _apply_inside(session: Session, run: ClaimedRun, action: Any, now: datetime)
         event_store.append_events(
             session.connection(),
             [
-                EventRow(
+                derived_event(
                     message_id=f"derived:goal:{run.id}:{action.name}",
-                    source="derived",
-                    type="track",
-                    event="Conversion Goal Reached",
-                    user_id=customer.user_id,
-                    anonymous_id=None if customer.user_id else f"winback-customer:{customer.id}",
-                    properties={"goal": action.name, "flow_id": run.flow_id, "run_id": run.id},
-                    timestamp=now,
-                    received_at=now,
                     customer_id=customer.id,
+                    user_id=customer.user_id,
+                    at=now,
+                    event="Conversion Goal Reached",
+                    properties={"goal": action.name, "flow_id": run.flow_id, "run_id": run.id},
                 )
             ],
         )
