@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +42,8 @@ PROCESSOR_LEASE = "event-processor"
 SWEEPER_LEASE = "abandonment-sweeper"
 SEGMENT_RECHECK_LEASE = "segment-recheck"
 FLOW_SCHEDULER_LEASE = "flow-scheduler"
-MAX_BATCHES_PER_PASS = 20  # full event batches applied before a pass moves on to the sweep
+MAX_BATCHES_PER_PASS = 20  # full event batches applied before a pass moves on to the sweep …
+PROCESS_BUDGET_S = 2.0  # … or fewer, once this long has gone: a backlog must not hold up the sweep
 SWEEP_INTERVAL = 5.0  # seconds between abandonment sweeps (windows are minutes to hours long)
 SEGMENT_RECHECK_POLL = 60.0  # seconds between looks for due time-based segments (at most)
 FLOW_SCHEDULE_POLL = 15.0  # seconds between looks for due date/schedule triggers (cron has minutes)
@@ -169,9 +171,10 @@ class Worker:
 
         batch_size = self.runtime.settings.process_batch_size
         applied = 0
+        deadline = time.monotonic() + PROCESS_BUDGET_S
         for _ in range(MAX_BATCHES_PER_PASS):
             # Checked before every batch: events of one customer must be applied by one worker.
-            if not self.holds(PROCESSOR_LEASE):
+            if not self.holds(PROCESSOR_LEASE) or (applied and time.monotonic() >= deadline):
                 break
             count = processor.process_pending(self.runtime, limit=batch_size)
             applied += count
