@@ -539,7 +539,7 @@ def bench(url: str, provider: Provider, messages: int, paced: int, rate: float) 
         settings = settings_for(url, provider.url, {})
         runtime = Runtime(settings=settings, engine=engine, clock=SystemClock())
         starts_a: list[float] = []
-        sender = Sender(runtime, registry=BenchRegistry(settings, starts_a), holds=lambda _name: True)
+        sender = Sender(runtime, registry=BenchRegistry(settings, starts_a))
         provider.reset()
         intake = 0.0
         real_take = sender.take_outbox
@@ -574,7 +574,7 @@ def bench(url: str, provider: Provider, messages: int, paced: int, rate: float) 
         starts_b: list[float] = []
         sleeps = Sleeps()
         sender_b = Sender(
-            runtime_b, registry=BenchRegistry(settings_b, starts_b), holds=lambda _name: True, sleep=sleeps
+            runtime_b, registry=BenchRegistry(settings_b, starts_b), sleep=sleeps
         )
         reserved: list[float] = []  # the start times the pacer handed out
         real_reserve = sender_b.pacers.reserve

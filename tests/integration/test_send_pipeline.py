@@ -397,3 +397,19 @@ def test_a_deferred_message_is_not_sent_once_the_flow_exit_rule_holds(
     assert reminder.status_reason == (
         "the flow's exit rule holds since it was queued (Order Completed since entry)"
     )
+
+
+def test_a_worker_taking_over_a_paced_provider_waits_one_window(make_runtime: Callable[..., Runtime]) -> None:
+    # given a paced Twilio and a worker that has just taken its `send:twilio` lease
+    runtime = make_runtime(sms_provider="twilio", send_rates={"twilio": 1.0})
+    ticks = iter([100.0, 100.0, 100.5, 100.5, 101.1, 101.1])
+    held: list[str] = []
+    sender = Sender(runtime, holds=lambda name: held.append(name) is None, monotonic=lambda: next(ticks))
+    # then it sends nothing on that provider for a pacing window (the last holder's sends of the
+    # last second are unknown to it), and sends once the window has passed
+    assert sender._may_send("sms") is False
+    assert sender._may_send("sms") is False
+    assert sender._may_send("sms") is True
+    assert held == ["send:twilio"] * 3
+    # while the outbox provider, never paced, needs no lease
+    assert Sender(make_runtime(), holds=lambda _name: False)._may_send("email") is True

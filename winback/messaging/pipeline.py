@@ -161,6 +161,7 @@ class Sender:
         self.settings = runtime.settings
         self.registry = registry or Registry(runtime.settings, vapid_private_key=self._vapid_private_key)
         self.holds = holds or (lambda _name: True)
+        self._leased = holds is not None  # paced providers are shared out by leases (a worker)
         self.sleep = sleep
         self.monotonic = monotonic
         self.rng = rng or random.SystemRandom()
@@ -171,6 +172,7 @@ class Sender:
         self._shopify_attempts: dict[int, int] = {}
         self._carried: list[tuple[_Prepared, float]] = []  # prepared, unsent at the last deadline
         self._mark_s = 0.0  # how long marking a message `sending` takes lately (seconds)
+        self._held_since: dict[str, float] = {}  # paced provider → when this process took its lease
 
     def close(self) -> None:
         self._release([item.message_id for item, _ in self._carried])
@@ -424,7 +426,15 @@ class Sender:
         )
         if provider in LOCAL_PROVIDERS or not paced:
             return True
-        return self.holds(f"send:{provider}")
+        if not self.holds(f"send:{provider}"):
+            self._held_since.pop(provider, None)
+            return False
+        if not self._leased:
+            return True
+        # A worker that has just taken the lease over knows nothing of the last second's sends
+        # of the one before: it waits one pacing window before its first send.
+        since = self._held_since.setdefault(provider, self.monotonic())
+        return self.monotonic() - since >= 1 + PACE_MARGIN_S
 
     def _claim(self, channels: list[ChannelName]) -> list[int]:
         if not channels:
