@@ -34,8 +34,8 @@ from winback.flows import definition as d
 from winback.flows import engine as flow_engine
 from winback.flows import reporting, stepping
 from winback.kernel.clock import as_utc
-from winback.messaging.caps import SentRecord, cap_channel
-from winback.messaging.channels.base import ChannelName
+from winback.messaging.caps import SentRecord
+from winback.messaging.channels.base import ChannelName, family
 from winback.messaging.policy import SendPolicy, SendRequest
 from winback.messaging.quiet_hours import recipient_timezones
 from winback.segments import evaluator, facts
@@ -565,9 +565,7 @@ class Simulation:
             tally["would_send"] += 1
             self.touches.append((customer_id, at, command.node_id))
         if not transactional:
-            self._sent[customer_id].append(
-                SentRecord(at=at, channel=cap_channel(channel), category=flow.category)
-            )
+            self._sent[customer_id].append(SentRecord(at=at, channel=family(channel), category=flow.category))
 
     def _ended_before(self, waiting: _Deferred) -> str | None:
         """Why a deferred message would not go out when its wait ends (as the pipeline decides):

@@ -24,16 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["CAPPED_CHANNELS", "Cap", "CapResult", "SentRecord", "cap_channel", "check", "parse_caps"]
+from winback.messaging.channels.base import family
+
+__all__ = ["CAPPED_CHANNELS", "Cap", "CapResult", "SentRecord", "check", "parse_caps"]
 
 CAPPED_CHANNELS = ("sms", "email", "push")  # customer-facing channels a cap may name
 _CATEGORY = re.compile(r"^[a-z0-9_]{1,64}$")
 _LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
-
-
-def cap_channel(channel: str) -> str:
-    """The channel a message counts on for caps (mms counts as sms)."""
-    return "sms" if channel == "mms" else channel
 
 
 def _hours_text(hours: float) -> str:
@@ -64,7 +61,7 @@ class Cap:
         return f"at most {self.count} {what} per {_hours_text(self.hours)}"
 
     def applies_to(self, channel: str, category: str | None) -> bool:
-        return self.channel == cap_channel(channel) and (self.category is None or self.category == category)
+        return self.channel == family(channel) and (self.category is None or self.category == category)
 
     def counts(self, record: SentRecord) -> bool:
         return self.applies_to(record.channel, record.category)

@@ -50,6 +50,7 @@ from winback.ingest import store as event_store
 from winback.ingest.segment import EventRow, derived_event
 from winback.kernel.errors import InvalidInput, NotFound
 from winback.messaging import keywords, links, tokens
+from winback.messaging.channels.base import family
 from winback.messaging.records import record
 from winback.profiles import erasure
 from winback.profiles.contact import normalise_email, normalise_phone
@@ -101,11 +102,6 @@ PROGRESS: Final[dict[str, int]] = {
 PUSH_EVENT_PREFIX: Final = "push-subscribe:"
 
 
-def channel_of(channel: str) -> str:
-    """The consent channel a message channel falls under (MMS is SMS)."""
-    return "sms" if channel == "mms" else channel
-
-
 # --- URLs the pipeline puts into messages --------------------------------------------------------
 
 
@@ -122,7 +118,7 @@ def unsubscribe_token(
         return tokens.make_token(key, tokens.UNSUBSCRIBE, "m", message_id)
     if customer_id is None or channel is None:
         raise ValueError("an unsubscribe token needs a message id, or a customer id and a channel")
-    return tokens.make_token(key, tokens.UNSUBSCRIBE, "c", customer_id, channel_of(channel))
+    return tokens.make_token(key, tokens.UNSUBSCRIBE, "c", customer_id, family(channel))
 
 
 def unsubscribe_url(
@@ -145,7 +141,7 @@ def normalise_address(channel: str, address: str | None) -> str | None:
     """The form suppressions are stored in: E.164 for SMS, the lower-cased address for email."""
     if not address:
         return None
-    channel = channel_of(channel)
+    channel = family(channel)
     if channel == "sms":
         return normalise_phone(address) or address.strip()
     if channel == "email":
@@ -167,7 +163,7 @@ def suppress(
 
     Race-safe: insert-or-ignore on (channel, address); an existing weaker suppression is upgraded.
     """
-    channel = channel_of(channel)
+    channel = family(channel)
     connection = session.connection()
     statement = insert_or_ignore(connection.dialect.name, SUPPRESSIONS, ["channel", "address"])
     statement = statement.returning(SUPPRESSIONS.c.id)  # rowcount is unreliable for ON CONFLICT on psycopg
@@ -196,7 +192,7 @@ def lift_unsubscribe(session: Session, *, channel: str, address: str) -> bool:
     """Remove an `unsubscribed` suppression (never a bounce, complaint or invalid number)."""
     result = session.execute(
         delete(Suppression).where(
-            Suppression.channel == channel_of(channel),
+            Suppression.channel == family(channel),
             Suppression.address == address,
             Suppression.reason == "unsubscribed",
         )
@@ -254,7 +250,7 @@ def _customer_address(customer: Customer, channel: str) -> str | None:
 
 
 def _check_channel(channel: str) -> str:
-    channel = channel_of(channel)
+    channel = family(channel)
     if channel not in CONSENT_CHANNELS:
         raise InvalidInput(
             f"channel must be one of {', '.join(CONSENT_CHANNELS)}, got {channel!r}", field="channel"
@@ -283,7 +279,7 @@ def unsubscribe(
         customer_id = message.customer_id
     customer = _live_customer(session, customer_id) if customer_id is not None else None
     addresses: list[str] = []
-    if message is not None and channel_of(message.channel) == channel:
+    if message is not None and family(message.channel) == channel:
         addresses.append(normalise_address(channel, message.to_address) or "")
     if customer is not None:
         addresses.append(_customer_address(customer, channel) or "")
@@ -431,16 +427,18 @@ def default_help_text(shop: StoreProfile) -> str:
     return f"{shop.name}: help at {contact}. Reply STOP to opt out."
 
 
-def customers_with_phone(session: Session, phone: str, limit: int = 20) -> list[Customer]:
-    """Every live profile reached at this E.164 number (by identity or by its phone field)."""
+def customers_reached_at(session: Session, kind: str, address: str, limit: int = 20) -> list[Customer]:
+    """Every live profile reached at this address — `kind` "phone" (E.164) or "email" — by an
+    identity or by the profile's own field."""
+    column = Customer.phone if kind == "phone" else Customer.email
     owners = set(
         session.scalars(
             select(CustomerIdentity.customer_id).where(
-                CustomerIdentity.kind == "phone", CustomerIdentity.value == phone
+                CustomerIdentity.kind == kind, CustomerIdentity.value == address
             )
         )
     )
-    owners.update(session.scalars(select(Customer.id).where(Customer.phone == phone).limit(limit)))
+    owners.update(session.scalars(select(Customer.id).where(column == address).limit(limit)))
     found: dict[int, Customer] = {}
     for customer_id in sorted(owners)[:limit]:
         customer = _live_customer(session, customer_id)
@@ -466,7 +464,7 @@ def handle_inbound_sms(
     it, so it is never texted.
     """
     phone = normalise_phone(from_number) or from_number.strip()
-    customers = customers_with_phone(session, phone)
+    customers = customers_reached_at(session, "phone", phone)
     evidence = {
         "inbound_message_sid": provider_message_id,
         "from": from_number,
@@ -580,7 +578,7 @@ def record_bounce(
             details={"kind": kind},
         )
     if kind == "complaint":
-        targets = {c.id for c in _customers_with_email(session, address)}
+        targets = {c.id for c in customers_reached_at(session, "email", address)}
         if message is not None and message.customer_id is not None:
             targets.add(message.customer_id)
         evidence = {"complaint": reason or "spam complaint", "email": address}
@@ -598,23 +596,6 @@ def record_bounce(
 
 def _address_spellings(raw: str, address: str) -> list[str]:
     return list(dict.fromkeys([address, raw.strip(), raw.strip().lower()]))
-
-
-def _customers_with_email(session: Session, address: str, limit: int = 20) -> list[Customer]:
-    owners = set(
-        session.scalars(
-            select(CustomerIdentity.customer_id).where(
-                CustomerIdentity.kind == "email", CustomerIdentity.value == address
-            )
-        )
-    )
-    owners.update(session.scalars(select(Customer.id).where(Customer.email == address).limit(limit)))
-    found: dict[int, Customer] = {}
-    for customer_id in sorted(owners)[:limit]:
-        customer = _live_customer(session, customer_id)
-        if customer is not None:
-            found[customer.id] = customer
-    return list(found.values())
 
 
 # --- web push subscriptions ----------------------------------------------------------------------

@@ -65,7 +65,7 @@ from winback.messaging import (
     sms_text,
     templating,
 )
-from winback.messaging.channels.base import Channel, ChannelName, OutgoingMessage, SendOutcome
+from winback.messaging.channels.base import Channel, ChannelName, OutgoingMessage, SendOutcome, family
 from winback.messaging.registry import CHANNELS, KIND_CHANNEL, Registry
 from winback.runtime import Runtime
 from winback.segments import evaluator
@@ -93,11 +93,6 @@ LOCAL_PROVIDERS: Final = frozenset({"outbox", "console"})
 # Channels where acceptance by the receiving server is the delivery we can know of (a bounce
 # recorded later turns it into a failure); SMS delivery comes from the carrier's callback.
 DELIVERED_ON_ACCEPT: Final = frozenset({"email", "push"})
-CHANNEL_FAMILY: Final[dict[str, str]] = {"mms": "sms"}  # consent, suppressions and caps: MMS is SMS
-
-
-def family(channel: str) -> str:
-    return CHANNEL_FAMILY.get(channel, channel)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from winback.db.models import Customer, Message, MessageEvent
 from winback.ingest import store as event_store
 from winback.ingest.segment import derived_event
+from winback.messaging.channels.base import family
 
 # Message status → the stream event shoppers' segments and flows see (None: not a stream event).
 STREAM_EVENTS: Final[dict[str, str]] = {
@@ -94,7 +95,7 @@ def _emit(
         return
     properties: dict[str, Any] = {
         "message_id": str(message.id),
-        "channel": "sms" if message.channel == "mms" else message.channel,
+        "channel": family(message.channel),
         "flow_id": str(message.flow_id) if message.flow_id is not None else None,
         "node_id": message.node_id,
         "transactional": message.transactional,

@@ -54,6 +54,7 @@ from winback.ingest import store as event_store
 from winback.kernel.errors import Forbidden, InvalidInput, NotFound
 from winback.messaging import engagement, secrets, tokens
 from winback.messaging.channels import twilio
+from winback.messaging.channels.base import family
 from winback.runtime import Runtime
 from winback.web import schemas
 from winback.web.admin import DEFAULT_LIMIT, MAX_ID, Cursor, Limit, OptionalCustomerId, page_by_id
@@ -311,7 +312,7 @@ def _unsubscribe_target(runtime: Runtime, token: str) -> _Target:
                 raise InvalidInput(
                     "this unsubscribe link is no longer valid (its message was deleted)", field="token"
                 )
-            channel = engagement.channel_of(message.channel)
+            channel = family(message.channel)
             if channel not in engagement.CONSENT_CHANNELS:
                 raise InvalidInput(f"{message.channel} messages have no unsubscribe", field="token")
             return _Target(customer_id=message.customer_id, channel=channel, message_id=message_id)

@@ -16,6 +16,12 @@ ChannelName = Literal["sms", "mms", "email", "push", "slack", "webhook", "meta"]
 OutcomeStatus = Literal["sent", "retry", "failed", "unknown"]
 
 
+def family(channel: str) -> str:
+    """The channel a message counts under for consent, suppressions, frequency caps and
+    engagement events: MMS is SMS; every other channel is its own."""
+    return "sms" if channel == "mms" else channel
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """A rendered message, addressed.
