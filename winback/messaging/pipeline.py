@@ -168,6 +168,7 @@ class Sender:
         self._carried: list[tuple[_Prepared, float]] = []  # prepared, unsent at the last deadline
         self._mark_s = 0.0  # how long marking a message `sending` takes lately (seconds)
         self._held_since: dict[str, float] = {}  # paced provider → when this process took its lease
+        self._plans: dict[int, stepping.Plan] = {}  # flow version id → plan
 
     def close(self) -> None:
         self._release([item.message_id for item, _ in self._carried])
@@ -182,11 +183,26 @@ class Sender:
         """Take new outbox rows, push new discount codes to Shopify, then send what is due for up
         to `budget_s` seconds."""
         report = SendReport()
-        report.taken = self.take_outbox()
+        pending, due = self._waiting()  # reads only: an idle round takes no write lock
+        if pending:
+            report.taken = self.take_outbox()
         if self.shopify is not None and self.holds(SHOPIFY_LEASE):
             self.push_discounts()
-        self.deliver(report, deadline=self.monotonic() + budget_s)
+        if pending or due or self._carried:
+            self.deliver(report, deadline=self.monotonic() + budget_s)
         return report
+
+    def _waiting(self) -> tuple[bool, bool]:
+        """Whether outbox rows are pending, and whether messages are due."""
+        now = self.runtime.clock.now()
+        with reading(self.runtime.engine) as session:
+            pending = session.scalar(select(OutboxEntry.id).where(OutboxEntry.status == "pending").limit(1))
+            due = session.scalar(
+                select(Message.id)
+                .where(Message.next_attempt_at <= now, Message.status.in_(OPEN_STATUSES))
+                .limit(1)
+            )
+        return pending is not None, due is not None
 
     def push_discounts(self, limit: int = 20) -> int:
         """Push codes not yet in Shopify (each call outside any transaction); returns codes pushed."""
@@ -260,7 +276,6 @@ class Sender:
         return len(rows)
 
     def _take(self, session: Session, row: OutboxEntry, shop: StoreProfile, now: datetime) -> None:
-        from winback.flows.engine import plan_of
         from winback.messaging import discounts
 
         action = (row.payload or {}).get("action") or {}
@@ -281,7 +296,7 @@ class Sender:
             row.updated_at = now
             return
         channel = KIND_CHANNEL[row.kind]
-        flow = plan_of(session, run.flow_version_id).flow if run is not None else None
+        flow = self._plan(session, run.flow_version_id).flow if run is not None else None
         message = Message(
             outbox_id=row.id,
             flow_id=row.flow_id,
@@ -740,9 +755,7 @@ class Sender:
         """ "Stop once they buy" for a message that waited (quiet hours, a cap, a retry): the flow's
         exit conditions, checked against what happened since the message was queued — a run may
         have moved on without exiting (an order answered its wait), leaving this message behind."""
-        from winback.flows.engine import plan_of
-
-        plan = plan_of(session, run.flow_version_id)
+        plan = self._plan(session, run.flow_version_id)
         node = plan.nodes.get(message.node_id or "")
         if not plan.flow.exit_when or getattr(node, "ignore_exit_conditions", False):
             return None
@@ -882,10 +895,17 @@ class Sender:
         ]
 
     def _when_capped(self, session: Session, message: Message) -> str:
-        from winback.flows.engine import plan_of
-
         run = session.get(FlowRun, message.run_id) if message.run_id is not None else None
-        return plan_of(session, run.flow_version_id).flow.when_capped if run is not None else "skip"
+        return self._plan(session, run.flow_version_id).flow.when_capped if run is not None else "skip"
+
+    def _plan(self, session: Session, version_id: int) -> stepping.Plan:
+        """A flow version's plan, parsed once per process (versions never change once written)."""
+        plan = self._plans.get(version_id)
+        if plan is None:
+            from winback.flows.engine import plan_of
+
+            plan = self._plans[version_id] = plan_of(session, version_id)
+        return plan
 
     def _action(self, session: Session, message: Message) -> dict[str, Any]:
         row = session.get(OutboxEntry, message.outbox_id) if message.outbox_id is not None else None
