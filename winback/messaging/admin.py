@@ -18,7 +18,7 @@ from winback.kernel.errors import InvalidInput
 from winback.messaging import records
 from winback.messaging.channels.base import ChannelStatus
 from winback.messaging.pipeline import Sender
-from winback.messaging.registry import CHANNELS
+from winback.messaging.registry import CHANNELS, Registry
 from winback.profiles import contact
 from winback.runtime import Runtime
 
@@ -37,19 +37,19 @@ class TestResult:
 
 def channel_statuses(runtime: Runtime) -> dict[str, ChannelStatus]:
     """Each channel's provider and whether its configuration and credentials work."""
-    sender = Sender(runtime)
+    registry = Registry.for_runtime(runtime)
     try:
         statuses: dict[str, ChannelStatus] = {}
         for channel in CHANNELS:
             if channel == "mms":
                 continue  # shares the SMS adapter
             try:
-                statuses[channel] = sender.registry.channel(channel).check()
+                statuses[channel] = registry.channel(channel).check()
             except Exception as exc:  # a misconfiguration must be reported, not crash the report
-                statuses[channel] = ChannelStatus(False, sender.registry.provider(channel), str(exc))
+                statuses[channel] = ChannelStatus(False, registry.provider(channel), str(exc))
         return statuses
     finally:
-        sender.close()
+        registry.close()
 
 
 def test_send(

@@ -154,7 +154,7 @@ class Sender:
     ) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.registry = registry or Registry(runtime.settings, vapid_private_key=self._vapid_private_key)
+        self.registry = registry or Registry.for_runtime(runtime)
         self.holds = holds or (lambda _name: True)
         self._leased = holds is not None  # paced providers are shared out by leases (a worker)
         self.sleep = sleep
@@ -1172,12 +1172,6 @@ class Sender:
         from winback.messaging import secrets
 
         return secrets.link_signing_key(session)
-
-    def _vapid_private_key(self) -> str:
-        from winback.messaging import secrets
-
-        private_key_pem, _public_key = secrets.vapid_keys(self.runtime.engine)
-        return private_key_pem
 
 
 def _count(report: SendReport, status: str, reason: str | None) -> None:

@@ -8,10 +8,13 @@ message is kept in winback (`GET /api/v1/messages`) and nothing leaves the machi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from winback.messaging.channels.base import Channel, ChannelName
 from winback.settings import Settings
+
+if TYPE_CHECKING:
+    from winback.runtime import Runtime
 
 CHANNELS: Final[tuple[ChannelName, ...]] = ("sms", "mms", "email", "push", "slack", "webhook", "meta")
 
@@ -48,6 +51,18 @@ class Registry:
         self.settings = settings
         self._vapid_private_key = vapid_private_key
         self._channels: dict[ChannelName, Channel] = {}
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> Registry:
+        """The adapters for this installation; web push reads its VAPID keys from the database."""
+
+        def vapid_private_key() -> str:
+            from winback.messaging import secrets
+
+            private_key_pem, _public_key = secrets.vapid_keys(runtime.engine)
+            return private_key_pem
+
+        return cls(runtime.settings, vapid_private_key=vapid_private_key)
 
     def provider(self, channel: ChannelName) -> str:
         return provider_setting(self.settings, channel)
