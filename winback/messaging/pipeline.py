@@ -116,7 +116,8 @@ class SendReport:
 
     def describe(self) -> str:
         parts = [f"{n} {what}" for what, n in vars(self).items() if isinstance(n, int) and n]
-        return ", ".join(parts) or "nothing to send"
+        why = "; ".join(f"{n} × {reason}" for reason, n in sorted(self.by_reason.items()))
+        return (", ".join(parts) or "nothing to send") + (f" (why: {why})" if why else "")
 
     def merge(self, other: SendReport) -> None:
         for name, value in vars(other).items():
