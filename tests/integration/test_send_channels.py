@@ -20,11 +20,12 @@ from tests.peers.smtp import SmtpPeer
 from winback import apikeys
 from winback.cli import app as cli_app
 from winback.db.engine import transaction
-from winback.db.models import Customer, Message, PushSubscription, Suppression
+from winback.db.models import Customer, Message, PushSubscription, SecretValue, Suppression
 from winback.flows import engine as flow_engine
 from winback.flows import service
 from winback.kernel.clock import VirtualClock
 from winback.messaging.pipeline import Sender
+from winback.messaging.secrets import LINK_SIGNING
 from winback.processing.processor import process_pending
 from winback.runtime import Runtime
 from winback.settings import Settings
@@ -256,6 +257,9 @@ def test_preview_report_channels_and_messages_over_the_api(make_runtime: Callabl
     assert body["body"] == "Hi Zoë 👢 Reply STOP to opt out"
     assert body["sms"]["encoding"] == "UCS-2" and body["sms"]["parts"] == 1
     assert body["sms"]["non_gsm_characters"] == ["ë", "👢"]  # ë is not in GSM 03.38 either
+    # the key behind the preview's unsubscribe link was stored, so that link works
+    with Session(runtime.engine) as session:
+        assert session.get(SecretValue, LINK_SIGNING) is not None
     bad = client.post("/api/v1/messages/preview", json={"customer_id": customer_id, "channel": "sms",
                                                         "body": "Hi {{ customer.first_name"})  # fmt: skip
     assert bad.status_code == 400 and "line 1" in bad.text.lower()

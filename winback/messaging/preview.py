@@ -63,7 +63,9 @@ def preview(
         raise InvalidInput("nothing to preview: give body, subject or html, or a flow's node", field="body")
     shop = store.profile_in(session, settings)
     snapshot = {"properties": trigger} if trigger is not None else (run.trigger if run is not None else None)
-    key = secrets.link_signing_key(session)
+    # Through the engine, not this read-only session: a key made here must be stored, or the
+    # unsubscribe link shown would not work.
+    key = secrets.link_signing_key(session.get_bind())  # type: ignore[arg-type]
     unsubscribe = engagement.unsubscribe_url(
         settings.public_url, key, customer_id=customer_id, channel=channel
     )
@@ -128,13 +130,13 @@ def _copy_of_node(
     node = next((n for n in definition.nodes if n.id == node_id), None)
     if node is None:
         raise NotFound(f"flow {flow_id} has no node {node_id!r}", field="node_id")
-    if not isinstance(node, d.ActionNode) or node.action.type not in (*CHANNEL_OF_ACTION, "notify_slack"):
-        raise InvalidInput(f"node {node_id!r} does not send a message", field="node_id")
-    action = node.action
+    action = node.action if isinstance(node, d.ActionNode) else None
     if isinstance(action, d.SendEmail):
         return "email", action.subject, action.text, action.html
     if isinstance(action, d.SendPush):
         return "push", action.title, action.body, None
     if isinstance(action, d.NotifySlack):
         return "slack", None, action.text, None
-    return CHANNEL_OF_ACTION[action.type], None, action.body, None
+    if isinstance(action, d.SendSms | d.SendMms):
+        return CHANNEL_OF_ACTION[action.type], None, action.body, None
+    raise InvalidInput(f"node {node_id!r} does not send a message", field="node_id")
