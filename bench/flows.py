@@ -62,9 +62,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
-from sqlalchemy import Engine, create_engine, text  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench import scratch  # noqa: E402
 from winback import apikeys  # noqa: E402
 from winback.db import engine as db_engine  # noqa: E402
 from winback.db import migrate  # noqa: E402
@@ -115,8 +116,7 @@ LATENCY_FLOW = {
 }
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = scratch.log
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -134,21 +134,8 @@ def databases(backend: str, admin_url: str, names: list[str]) -> Iterator[list[s
         with tempfile.TemporaryDirectory(prefix="winback-bench-flows-") as directory:
             yield [f"sqlite:///{directory}/{name}.db" for name in names]
         return
-    admin = create_engine(db_engine.normalise_url(admin_url), isolation_level="AUTOCOMMIT")
-    full = [f"winback_bench_{os.getpid()}_{name}" for name in names]
-    try:
-        with admin.connect() as connection:
-            for name in full:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        base = make_url(db_engine.normalise_url(admin_url))
-        yield [base.set(database=name).render_as_string(hide_password=False) for name in full]
-    finally:
-        with admin.connect() as connection:
-            for name in full:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        log(f"  dropped PostgreSQL databases {', '.join(full)}")
+    with scratch.postgres_databases(admin_url, names) as urls:
+        yield urls
 
 
 def _live_flow(engine: Engine, name: str, definition: dict[str, Any]) -> tuple[int, int]:

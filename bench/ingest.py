@@ -47,9 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
-from sqlalchemy import Engine, create_engine, func, insert, select, text  # noqa: E402
+from sqlalchemy import Engine, func, insert, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench import scratch  # noqa: E402
 from winback import apikeys  # noqa: E402
 from winback.db import engine as db_engine  # noqa: E402
 from winback.db import migrate  # noqa: E402
@@ -75,8 +76,7 @@ TARGET_INGEST_RATIO = 0.5
 TARGET_PROCESS_EVENTS_PER_S = 5_000
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = scratch.log
 
 
 # --- a synthetic store and its traffic ----------------------------------------------------------
@@ -439,22 +439,8 @@ def sqlite_databases() -> Iterator[tuple[str, str]]:
 
 @contextmanager
 def postgres_databases(admin_url: str) -> Iterator[tuple[str, str]]:
-    admin = create_engine(db_engine.normalise_url(admin_url), isolation_level="AUTOCOMMIT")
-    names = [f"winback_bench_{os.getpid()}_ingest", f"winback_bench_{os.getpid()}_baseline"]
-    try:
-        with admin.connect() as connection:
-            for name in names:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        base = make_url(db_engine.normalise_url(admin_url))
-        urls = [base.set(database=name).render_as_string(hide_password=False) for name in names]
+    with scratch.postgres_databases(admin_url, ["ingest", "baseline"]) as urls:
         yield urls[0], urls[1]
-    finally:
-        with admin.connect() as connection:
-            for name in names:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        log(f"  dropped PostgreSQL databases {', '.join(names)}")
 
 
 def migrated_engine(url: str) -> Engine:

@@ -63,9 +63,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
-from sqlalchemy import Engine, create_engine, func, insert, select, text  # noqa: E402
+from sqlalchemy import Engine, func, insert, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench import scratch  # noqa: E402
 from winback.db import engine as db_engine  # noqa: E402
 from winback.db import migrate  # noqa: E402
 from winback.db.models import Customer, Message, OutboxEntry  # noqa: E402
@@ -94,15 +95,13 @@ BODY = (
     "Reply STOP to opt out"
 )
 FIRST_NAMES = ["Ava", "Liam", "Mia", "Noah", "Zoe", "Lucas", "Emma", "Leo", "Chloe", "Ethan", "Ines", "Omar"]
-POSTGRES_PREFIX = "winback_bench"
 PROVIDER_START_TIMEOUT = 30.0  # seconds
 PHASE_TIMEOUT_MARGIN = 120.0  # seconds beyond the expected duration before a phase is declared stuck
 
 TARGET_UTILISATION = 0.95
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = scratch.log
 
 
 # --- the provider: Twilio's Messages API in a child process -------------------------------------
@@ -247,18 +246,8 @@ def database(url: str | None) -> Iterator[str]:
         return
     if parsed.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"--database-url must point at loopback, not {parsed.host!r}")
-    name = f"{POSTGRES_PREFIX}_{os.getpid()}_send"
-    admin = create_engine(parsed.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield parsed.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        log(f"  dropped PostgreSQL database {name}")
+    with scratch.postgres_databases(url, ["send"]) as urls:
+        yield urls[0]
 
 
 def seed_customers(engine: Engine, count: int) -> None:
@@ -573,9 +562,7 @@ def bench(url: str, provider: Provider, messages: int, paced: int, rate: float) 
         runtime_b = Runtime(settings=settings_b, engine=engine, clock=SystemClock())
         starts_b: list[float] = []
         sleeps = Sleeps()
-        sender_b = Sender(
-            runtime_b, registry=BenchRegistry(settings_b, starts_b), sleep=sleeps
-        )
+        sender_b = Sender(runtime_b, registry=BenchRegistry(settings_b, starts_b), sleep=sleeps)
         reserved: list[float] = []  # the start times the pacer handed out
         real_reserve = sender_b.pacers.reserve
 
