@@ -250,6 +250,31 @@ def test_refund_for_an_unknown_order_is_kept_as_an_event_only(send, engine) -> N
         assert session.scalar(sa.select(Event.processed_at)) is not None
 
 
+def test_consent_replays_are_recognised_within_one_batch(send, engine, clock) -> None:  # type: ignore[no-untyped-def]
+    checkout_box = {"sms_consent": "subscribed", "consent_source": "shopify:checkout",
+                    "consent_evidence": {"buyer_accepts_sms_marketing": True, "checkout_token": "t1"}}  # fmt: skip
+    at = [(clock.now() + timedelta(minutes=minute)).isoformat() for minute in range(4)]
+    # given an opt-in, an opt-out, the opt-in delivered again and then one with new proof, all
+    # applied in one batch (the records of the batch itself are what the replay check must see)
+    send(
+        {"type": "identify", "userId": "u1", "timestamp": at[0], "traits": checkout_box},
+        {"type": "identify", "userId": "u1", "timestamp": at[1],
+         "traits": {"sms_consent": "unsubscribed", "consent_source": "sms:STOP"}},
+        {"type": "identify", "userId": "u1", "timestamp": at[2], "traits": checkout_box},
+        {"type": "identify", "userId": "u1", "timestamp": at[3],
+         "traits": {**checkout_box, "consent_evidence": {"checkout_token": "t2"}}},
+    )  # fmt: skip
+    # then the replay changed nothing and the new proof counted
+    with Session(engine) as session:
+        assert _live_customers(session)[0].sms_consent == "subscribed"
+        records = session.execute(
+            sa.select(ConsentRecord.status, ConsentRecord.evidence).order_by(ConsentRecord.id)
+        ).all()
+        assert [(status, evidence.get("checkout_token")) for status, evidence in records] == [
+            ("subscribed", "t1"), ("unsubscribed", None), ("subscribed", "t2"),
+        ]  # fmt: skip
+
+
 def test_a_resent_opt_in_does_not_undo_a_later_opt_out(send, engine, clock) -> None:  # type: ignore[no-untyped-def]
     checkout_box = {"sms_consent": "subscribed", "consent_source": "shopify:checkout",
                     "consent_evidence": {"buyer_accepts_sms_marketing": True, "checkout_token": "t1"}}  # fmt: skip

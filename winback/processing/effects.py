@@ -7,12 +7,13 @@ Rows the batch needs (checkouts, orders, open browse/search sessions) are loaded
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
@@ -32,6 +33,7 @@ from winback.db.models import (
     Product,
     Refund,
 )
+from winback.kernel.clock import as_utc
 from winback.kernel.money import to_amount
 from winback.processing import aggregates
 from winback.profiles import contact, traits
@@ -116,6 +118,15 @@ def implicit_cart_id(customer_id: int) -> str:
     return f"customer:{customer_id}"
 
 
+class ConsentEntry(NamedTuple):
+    """One consent record, as the replay check reads it."""
+
+    recorded_at: datetime
+    status: str
+    source: str
+    evidence: Mapping[str, Any]
+
+
 @dataclass
 class BatchContext:
     session: Session
@@ -131,6 +142,9 @@ class BatchContext:
     catalog_updates: list[catalog.ProductInfo] = field(default_factory=list)
     profile: StoreProfile = field(default_factory=StoreProfile)
     store_region: str | None = None
+    # (customer id, channel) → its consent records (recorded_at, status, source, evidence) in time
+    # order: read once per batch, then kept up to date as the batch records more.
+    consent_history: dict[tuple[int, str], list[ConsentEntry]] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -231,6 +245,26 @@ class BatchContext:
             )
         catalog.upsert_products(self.session, self.catalog_updates, self.now)
 
+    def consent_history_of(self, customer_id: int, channel: str) -> list[ConsentEntry]:
+        """The customer's consent records on `channel`, oldest first, those of this batch included.
+        Read without autoflush: flushing the whole batch's changes for every consent trait made
+        each one cost a round of UPDATEs (records added since are in the list already)."""
+        key = (customer_id, channel)
+        history = self.consent_history.get(key)
+        if history is None:
+            with self.session.no_autoflush:
+                rows = self.session.execute(
+                    select(ConsentRecord.recorded_at, ConsentRecord.status, ConsentRecord.source,
+                           ConsentRecord.evidence)
+                    .where(ConsentRecord.customer_id == customer_id, ConsentRecord.channel == channel)
+                    .order_by(ConsentRecord.recorded_at, ConsentRecord.id)
+                ).all()  # fmt: skip
+            history = self.consent_history[key] = [
+                ConsentEntry(as_utc(at), status, source, evidence or {})
+                for at, status, source, evidence in rows
+            ]
+        return history
+
     @property
     def settings(self):  # type: ignore[no-untyped-def]
         return self.runtime.settings
@@ -287,16 +321,23 @@ def _record_consent(
         if _is_replayed_consent(context, customer, change, source):
             continue
         setattr(customer, column, change.status)
+        evidence = {k: v for k, v in {**base_evidence, **change.evidence}.items() if v is not None}
         context.session.add(
             ConsentRecord(
                 customer_id=customer.id,
                 channel=change.channel,
                 status=change.status,
                 source=source,
-                evidence={k: v for k, v in {**base_evidence, **change.evidence}.items() if v is not None},
+                evidence=evidence,
                 event_id=row.id,
                 recorded_at=row.timestamp,
             )
+        )
+        # Kept in (recorded_at, id) order, as the table would return it: after equal times.
+        bisect.insort_right(
+            context.consent_history_of(customer.id, change.channel),
+            ConsentEntry(as_utc(row.timestamp), change.status, source, evidence),
+            key=lambda entry: entry.recorded_at,
         )
 
 
@@ -318,17 +359,12 @@ def _is_replayed_consent(
     identify repeating an old trait) must not undo someone's later opt-out. A genuine new opt-in
     carries new proof."""
     fingerprint = consent_fingerprint(change.evidence)
-    history = context.session.execute(
-        select(ConsentRecord.status, ConsentRecord.source, ConsentRecord.evidence)
-        .where(ConsentRecord.customer_id == customer.id, ConsentRecord.channel == change.channel)
-        .order_by(ConsentRecord.recorded_at, ConsentRecord.id)
-    ).all()
     seen_same = False
-    for status, recorded_source, evidence in history:
+    for _, status, recorded_source, evidence in context.consent_history_of(customer.id, change.channel):
         if (
             status == change.status
             and recorded_source == source
-            and consent_fingerprint(evidence or {}) == fingerprint
+            and consent_fingerprint(evidence) == fingerprint
         ):
             seen_same = True
         elif seen_same and status != change.status:
