@@ -1,6 +1,9 @@
-"""The worker loop: apply pending events, close abandoned carts, checkouts and sessions,
-re-check segments that change with time alone, enrol date and schedule triggers, step flow
-runs that are due, and send the messages they queued.
+"""The worker loop: apply pending events, close abandoned carts, checkouts and sessions (and apply
+the derived events that emits at once), re-check segments that change with time alone, enrol date
+and schedule triggers, step flow runs that are due, and send the messages they queued.
+
+A Checkout Abandoned is applied, enrols its flow runs and is stepped in the pass whose sweep emitted
+it, not a pass later: the trigger → message time is what a shopper who just left feels.
 
 Each pass runs its components one after the other. Singleton work (applying events in order, the
 abandonment sweep) is guarded by a named lease; flow runs are shared out by row locks. Any number
@@ -116,6 +119,8 @@ class Worker:
         sends on a thread of its own, so provider calls and pacing waits never hold up events)."""
         events_applied = self._contained("event processing", self._process_events, default=0)
         sweep = self._contained("abandonment sweep", self._sweep, default=None)
+        if sweep is not None and sweep.events:  # apply the derived events now, not next pass
+            events_applied += self._contained("event processing", self._process_events, default=0)
         rechecked = self._contained("segment re-check", self._recheck_segments, default=0)
         scheduled = self._contained("flow scheduler", self._schedule_flows, default=0)
         flow_steps = self._contained("flow runs", self._step_flows, default=0)
