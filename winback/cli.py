@@ -942,11 +942,13 @@ def flows_simulate(
 
     runtime = _runtime()
     migrate.upgrade(runtime.engine)
+    flow_id = 0  # a flow file that is not saved yet
     with reading(runtime.engine) as session:
         timezone = store.profile_in(session, runtime.settings).timezone
         try:
             if flow.isdigit():
                 found = _flow_or_fail(session, int(flow))
+                flow_id = found.id
                 version = session.get(FlowVersion, found.current_version_id)
                 plan = definition.parse_flow(version.definition if version else {})
             else:
@@ -966,7 +968,7 @@ def flows_simulate(
 
         try:
             report = simulate.simulate_flow(
-                runtime.engine, plan, start_at, end_at, timezone=timezone,
+                runtime.engine, plan, start_at, end_at, timezone=timezone, flow_id=flow_id,
                 attribution_window=timedelta(days=attribution_days), progress=advance,
                 policy=SendPolicy.from_settings(runtime.settings),
             )  # fmt: skip

@@ -334,7 +334,7 @@ def fire_due(session: Session, flow_id: int, now: datetime, timezone: str) -> in
                     flow,
                     version_id,
                     plan,
-                    _trigger_event(flow_id, trigger, occurrence, customer_id, properties),
+                    trigger_event(flow_id, trigger, occurrence, customer_id, properties),
                 )
                 for customer_id, properties in chunk
             ]
@@ -346,7 +346,7 @@ def fire_due(session: Session, flow_id: int, now: datetime, timezone: str) -> in
     return started
 
 
-def _trigger_event(
+def trigger_event(
     flow_id: int,
     trigger: d.DateTrigger | d.ScheduleTrigger,
     occurrence: Occurrence,
@@ -427,15 +427,15 @@ def _date_audience(
             original = value.astimezone(ZoneInfo(zone)).date()
         if is_due(original, local_day, trigger.offset_days):
             target = local_day - timedelta(days=trigger.offset_days)
-            due.append(
-                (
-                    customer_id,
-                    {
-                        "property": trigger.property,
-                        "date": target.isoformat(),
-                        "years": target.year - original.year,
-                        "offset_days": trigger.offset_days,
-                    },
-                )
-            )
+            due.append((customer_id, date_properties(trigger, original, target)))
     return due
+
+
+def date_properties(trigger: d.DateTrigger, original: date, target: date) -> dict[str, Any]:
+    """What a date trigger's snapshot says: the date it marks and how many years on."""
+    return {
+        "property": trigger.property,
+        "date": target.isoformat(),
+        "years": target.year - original.year,
+        "offset_days": trigger.offset_days,
+    }

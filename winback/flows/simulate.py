@@ -1,6 +1,7 @@
 """Back-testing a flow: replay the stored events of a period through it on a virtual clock.
 
-`simulate_flow` streams the events of [start, end) in time order and feeds them to a `Simulation`,
+`simulate_flow` streams the events of [start, end) in time order (with the entries a date or
+schedule trigger would have made, from `simulate_schedules`) and feeds them to a `Simulation`,
 an in-memory copy of what the live engine does: triggers match with `engine.trigger_matches`,
 re-entry is judged by `engine.reentry_allows`, runs are stepped by the pure `stepping.step` at
 each event's moment and at every wake-at in between, and a waiting run sees the later events of
@@ -32,19 +33,18 @@ from winback.db.expressions import one_of
 from winback.db.models import Checkout, Customer, Event, Order
 from winback.flows import definition as d
 from winback.flows import engine as flow_engine
-from winback.flows import reporting, stepping
+from winback.flows import reporting, simulate_schedules, stepping
 from winback.kernel.clock import as_utc
 from winback.messaging.caps import SentRecord
 from winback.messaging.channels.base import ChannelName, family
 from winback.messaging.policy import SendPolicy, SendRequest
 from winback.messaging.quiet_hours import recipient_timezones
 from winback.segments import evaluator, facts
-from winback.segments.membership import SEGMENT_ENTERED
+from winback.segments.membership import SEGMENT_ENTERED, SEGMENT_EXITED
 from winback.settings import Settings
 
 CHUNK_SIZE = 2_000  # events fetched and fed per round trip
 ATTRIBUTION_WINDOW = timedelta(days=5)
-SEGMENT_EXITED = "Segment Exited"
 # The customer channel of each message action: these go through the send policies.
 MESSAGE_CHANNEL: dict[str, ChannelName] = {
     "send_sms": "sms",
@@ -81,6 +81,11 @@ NOTES = (
     "change what later steps see.",
     "The simulation starts with no runs: runs from before the period, and the re-entry history "
     "they carry, are not considered.",
+    "Date and schedule triggers fire at every one of their moments in the period (the live "
+    "scheduler fires only the latest one missed during downtime). A segment's members at each "
+    "moment are rebuilt from its stored Segment Entered/Exited events; members recorded when the "
+    "segment was first evaluated, with no transition since, count as members throughout. "
+    "Birthdays and first-order dates are taken as stored now.",
     "Random splits and holdouts draw from simulated run ids: the shares are those of a live run, "
     "the individual customers differ.",
     "Attributed orders: not cancelled, net of refunds, placed after a run entered and before its "
@@ -137,8 +142,7 @@ def _segments_as_of(known: evaluator.CustomerFacts, now: datetime) -> frozenset[
     members = set(known.segment_ids - set(transitions))
     for segment_id, changes in transitions.items():
         changes.sort(key=lambda change: change[0])
-        before = [entered for at, entered in changes if at <= now]
-        if (before[-1] if before else not changes[0][1]) is True:
+        if simulate_schedules.member_at(changes, now, segment_id in known.segment_ids):
             members.add(segment_id)
     return frozenset(members)
 
@@ -428,6 +432,13 @@ class Simulation:
             self._step(run, stimulus, event.timestamp)
         if self.would_enrol(event):
             self._enter(event)
+
+    def fire(self, entry: flow_engine.AppliedEvent) -> None:
+        """A date or schedule trigger's snapshot at its moment (from `simulate_schedules`): it may
+        start a run; unlike an event, no waiting run sees it (the live scheduler emits none)."""
+        self.advance(entry.timestamp)
+        self.now = entry.timestamp
+        self._enter(entry)
 
     def advance(self, until: datetime) -> None:
         """Step every run whose wake-at falls before `until`, each at its wake-at, in time order."""
@@ -773,6 +784,52 @@ def _orders_of(
             )
 
 
+class _Upcoming:
+    """Scheduled entries (ascending by moment), handed out up to a moment, CHUNK_SIZE at most."""
+
+    def __init__(self, entries: Iterator[flow_engine.AppliedEvent]) -> None:
+        self._entries = entries
+        self._next = next(entries, None)
+
+    def until(self, moment: datetime | None) -> list[flow_engine.AppliedEvent]:
+        """The entries at or before `moment` (None: any), at most CHUNK_SIZE of them."""
+        taken = []
+        while (
+            self._next is not None
+            and len(taken) < CHUNK_SIZE
+            and (moment is None or self._next.timestamp <= moment)
+        ):
+            taken.append(self._next)
+            self._next = next(self._entries, None)
+        return taken
+
+
+def _replay(
+    simulation: Simulation,
+    stored: _StoredData,
+    events: list[flow_engine.AppliedEvent],
+    entries: list[flow_engine.AppliedEvent],
+) -> None:
+    """Feed one chunk of events and the scheduled entries up to its end, in time order (an entry
+    before an event at the same moment), loading the facts of the customers who may enter first."""
+    entering = [event for event in events if simulation.would_enrol(event)] + entries
+    stored.load(
+        {event.customer_id for event in entering},
+        {str(e.properties.get("checkout_id") or e.properties.get("cart_id") or "") for e in entering} - {""},
+    )
+    tagged = heapq.merge(
+        ((entry.timestamp, 0, entry) for entry in entries),
+        ((event.timestamp, 1, event) for event in events),
+        key=lambda item: (item[0], item[1]),
+    )
+    for _, is_event, item in tagged:
+        if is_event:
+            simulation.feed(item)
+        else:
+            simulation.fire(item)
+    stored.keep_only(simulation.customers_in_flow, simulation.open_checkouts)
+
+
 def simulate_flow(
     engine: Engine,
     definition: d.FlowDefinition,
@@ -780,6 +837,7 @@ def simulate_flow(
     end: datetime,
     *,
     timezone: str,
+    flow_id: int = 0,  # the saved flow's id, for scheduled snapshots' message ids (0: a draft file)
     attribution_window: timedelta = ATTRIBUTION_WINDOW,
     progress: Callable[[int, int], None] | None = None,  # (events done, events total)
     policy: SendPolicy | None = None,  # the store's quiet hours and caps (default: the settings')
@@ -792,6 +850,7 @@ def simulate_flow(
         raise ValueError("the period must end after it starts")
     start, end = as_utc(start), as_utc(end)
     needs = fact_needs(definition, start, timezone)
+    trigger = definition.trigger
     with reading(engine) as stream_session, reading(engine) as session:
         total = stream_session.scalar(
             select(func.count()).select_from(Event)
@@ -799,6 +858,11 @@ def simulate_flow(
         ) or 0  # fmt: skip
         stored = _StoredData(session, needs, evaluator.EvalContext(now=start, timezone=timezone))
         simulation = Simulation(definition, timezone=timezone, lookup=stored, policy=policy)
+        scheduled = _Upcoming(
+            simulate_schedules.scheduled_entries(session, trigger, flow_id, start, end, timezone)
+            if isinstance(trigger, d.DateTrigger | d.ScheduleTrigger)
+            else iter(())
+        )
         done = 0
         if progress is not None:
             progress(0, total)
@@ -816,18 +880,12 @@ def simulate_flow(
                 )
                 for row in rows
             ]
-            entering = [event for event in chunk if simulation.would_enrol(event)]
-            stored.load(
-                {event.customer_id for event in entering},
-                {str(e.properties.get("checkout_id") or e.properties.get("cart_id") or "") for e in entering}
-                - {""},
-            )
-            for event in chunk:
-                simulation.feed(event)
-            stored.keep_only(simulation.customers_in_flow, simulation.open_checkouts)
+            _replay(simulation, stored, chunk, scheduled.until(chunk[-1].timestamp))
             done += len(rows)
             if progress is not None:
                 progress(done, total)
+        while entries := scheduled.until(None):  # scheduled entries after the last event
+            _replay(simulation, stored, [], entries)
         simulation.finish(end)
         enrolled = {customer_id for customer_id, _, _ in simulation.entries}
         orders = list(_orders_of(session, enrolled, start, end + attribution_window))

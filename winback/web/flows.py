@@ -635,7 +635,7 @@ def simulate_flow(flow_id: FlowId, body: SimulationRequest, runtime: AdminDep) -
             plan = d.parse_flow(found.definition)
         timezone = store.profile_in(session, runtime.settings).timezone
     report = simulate.simulate_flow(
-        runtime.engine, plan, body.start, body.end, timezone=timezone,
+        runtime.engine, plan, body.start, body.end, timezone=timezone, flow_id=flow_id,
         attribution_window=timedelta(days=body.attribution_days),
         policy=SendPolicy.from_settings(runtime.settings),
     )  # fmt: skip
