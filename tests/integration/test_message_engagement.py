@@ -335,11 +335,18 @@ def test_click_redirects_and_streams_one_event_per_link(client: TestClient, engi
         assert response.status_code == 302
         assert response.headers["location"] == "https://tea.example/cart?x=1"
 
-    assert [status for status, _, _ in message_events(engine, message_id)] == ["sent", "clicked", "clicked"]
-    assert message_events(engine, message_id)[1][2]["url"] == "https://tea.example/cart?x=1"
+    # an email clicked without its pixel loading (images off) counts as opened, once
+    assert [status for status, _, _ in message_events(engine, message_id)] == [
+        "sent", "opened", "clicked", "clicked",
+    ]  # fmt: skip
+    assert message_events(engine, message_id)[1][2] == {"inferred_from": "click", "user_agent": "Phone"}
+    assert message_events(engine, message_id)[2][2]["url"] == "https://tea.example/cart?x=1"
     with Session(engine) as session:
-        assert session.get(Message, message_id).clicked_at == START  # type: ignore[union-attr]
+        message = session.get(Message, message_id)
+        assert message is not None and (message.opened_at, message.clicked_at) == (START, START)
         assert session.scalar(sa.select(TrackedLink.clicks).where(TrackedLink.code == code)) == 2
+    [opened] = stream(engine, "Message Opened")
+    assert opened.properties["channel"] == "email"
     [clicked] = stream(engine, "Message Clicked")
     assert (clicked.user_id, clicked.customer_id, clicked.source) == ("u-ann", ann, "derived")
     assert clicked.properties["flow_id"] == "12"
@@ -350,6 +357,24 @@ def test_click_redirects_and_streams_one_event_per_link(client: TestClient, engi
 
     unknown = client.get("/l/zzzzzzzz", follow_redirects=False)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+def test_a_click_infers_an_open_only_for_an_email_not_yet_opened(client: TestClient, engine: Engine) -> None:
+    ann = add_customer(engine, user_id="u-ann", email="ann@example.com", phone=ANN_PHONE)
+    opened_email = add_message(engine, customer_id=ann, to_address="ann@example.com", opened_at=START)
+    sms = add_message(engine, customer_id=ann, channel="sms", to_address=ANN_PHONE)
+    codes = {}
+    with transaction(engine) as session:
+        for number, message_id in enumerate((opened_email, sms)):
+            codes[message_id] = links.new_code(random.Random(number))
+            session.add(TrackedLink(code=codes[message_id], message_id=message_id, url="https://tea.example/",
+                                    created_at=START))  # fmt: skip
+    for code in codes.values():
+        assert client.get(f"/l/{code}", follow_redirects=False).status_code == 302
+    # an email already opened and a text message (which has no opens) get the click alone
+    assert [s for s, _, _ in message_events(engine, opened_email)] == ["sent", "clicked"]
+    assert [s for s, _, _ in message_events(engine, sms)] == ["sent", "clicked"]
+    assert stream(engine, "Message Opened") == []
 
 
 def test_open_pixel_records_opens_and_ignores_bad_tokens(client: TestClient, engine: Engine) -> None:

@@ -10,6 +10,9 @@ Decisions:
 - **Clicks**: every click is a `message_events` row; `Message Clicked` is emitted for the first
   click of each tracked link (so "clicked link X" and "clicked N links" mean something, while a
   link scanner or an impatient double-click does not multiply the count).
+- **A click on an email that was never seen opened counts as its open** (an `opened` event with
+  `inferred_from: click`, and `Message Opened` to the stream): the reader had images off, or the
+  mail client blocked the pixel, and open rates and "opened" segments should not miss them.
 - **Unsubscribes take effect at once**: a `suppressions` row for the address is written in the
   same transaction (the sending pipeline checks it before every marketing send), and an
   `identify` event with `{channel}_consent: unsubscribed`, `consent_source` and
@@ -354,9 +357,10 @@ def record_click(session: Session, code: str, now: datetime, *, user_agent: str 
     if link.message_id is not None:
         message = session.get(Message, link.message_id, with_for_update=True)
         if message is not None:
-            details: dict[str, Any] = {"url": link.url, "link_code": link.code}
-            if user_agent:
-                details["user_agent"] = user_agent
+            agent = {"user_agent": user_agent} if user_agent else {}
+            if message.channel == "email" and message.opened_at is None:
+                record(session, message, "opened", now, details={"inferred_from": "click", **agent})
+            details: dict[str, Any] = {"url": link.url, "link_code": link.code, **agent}
             record(session, message, "clicked", now, details=details, stream=first_of_link)
     return link.url
 
