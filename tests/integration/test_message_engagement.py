@@ -498,6 +498,30 @@ def test_tampered_unsubscribe_links_are_refused(client: TestClient, engine: Engi
 # --- Twilio --------------------------------------------------------------------------------------
 
 
+def test_an_unreachable_handset_is_suppressed_only_after_three_failures_in_a_row(
+    client: TestClient, engine: Engine
+) -> None:
+    ann = add_customer(engine, phone=ANN_PHONE)
+    sids = [f"SM{number}" for number in range(6)]
+    for sid in sids:
+        add_message(engine, customer_id=ann, channel="sms", to_address=ANN_PHONE, provider_message_id=sid)
+
+    def answer(sid: str, value: str, **extra: str) -> None:
+        response = twilio_post(
+            client, "/webhooks/twilio/status", {"MessageSid": sid, "MessageStatus": value, **extra}
+        )
+        assert response.status_code == 200
+
+    # two unreachable failures, a delivery, two more: the phone was off for a while, no suppression
+    for sid, value in zip(sids[:5], ["undelivered", "undelivered", "delivered", "undelivered", "undelivered"],
+                          strict=True):  # fmt: skip
+        answer(sid, value, **({"ErrorCode": "30003"} if value == "undelivered" else {}))
+    assert suppressions(engine) == {}
+    # a third unreachable failure in a row: the number is suppressed as invalid
+    answer(sids[5], "undelivered", ErrorCode="30003")
+    assert suppressions(engine) == {("sms", ANN_PHONE): "invalid"}
+
+
 def test_twilio_status_callbacks(client: TestClient, engine: Engine) -> None:
     ann = add_customer(engine, phone=ANN_PHONE)
     delivered = add_message(

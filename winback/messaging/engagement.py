@@ -73,9 +73,13 @@ SUPPRESSION_STRENGTH: Final[dict[str, int]] = {
     "complained": 2,
 }
 
-# Twilio error codes after which a number is not worth texting again: unreachable handset,
-# unknown destination, landline or unreachable carrier.
-TWILIO_INVALID_NUMBER_CODES: Final = frozenset({"30003", "30005", "30006"})
+# Twilio error codes after which a number is not worth texting again: unknown destination handset,
+# landline or unreachable carrier.
+TWILIO_INVALID_NUMBER_CODES: Final = frozenset({"30005", "30006"})
+# "Unreachable destination handset": switched off or out of coverage, often for a day. The number
+# is suppressed only after this many texts to it in a row failed so (one delivery resets it).
+TWILIO_UNREACHABLE_CODE: Final = "30003"
+UNREACHABLE_STREAK_TO_SUPPRESS: Final = 3
 TWILIO_OPTED_OUT_CODE: Final = "21610"  # Twilio itself has the recipient as opted out (they sent STOP)
 
 # Twilio MessageStatus → our message status, and how far along delivery each one is.
@@ -412,6 +416,16 @@ def apply_status_callback(
                 now=now,
                 details={"error_code": code, "message_id": message.id},
             )
+        elif address and code == TWILIO_UNREACHABLE_CODE and _unreachable_streak(session, message):
+            suppress(
+                session,
+                channel="sms",
+                address=address,
+                reason="invalid",
+                now=now,
+                details={"error_code": code, "message_id": message.id,
+                         "consecutive_failures": UNREACHABLE_STREAK_TO_SUPPRESS},
+            )  # fmt: skip
         elif address and code == TWILIO_OPTED_OUT_CODE:
             suppress(
                 session,
@@ -424,6 +438,29 @@ def apply_status_callback(
         return True
     record(session, message, mapped, now, details={"provider_status": status})
     return True
+
+
+def _unreachable_streak(session: Session, message: Message) -> bool:
+    """Whether the last UNREACHABLE_STREAK_TO_SUPPRESS texts to this message's number that got a
+    final answer (this one included) all failed as unreachable. Looked up through the customer's
+    messages (indexed); a message with no customer never makes a streak."""
+    if message.customer_id is None:
+        return False
+    answers = session.scalars(
+        select(Message.status_reason)
+        .where(
+            Message.customer_id == message.customer_id,
+            Message.channel.in_(("sms", "mms")),
+            Message.to_address == message.to_address,
+            Message.status.in_(("delivered", "failed")),
+        )
+        .order_by(Message.id.desc())
+        .limit(UNREACHABLE_STREAK_TO_SUPPRESS)
+    ).all()
+    marker = f"(error {TWILIO_UNREACHABLE_CODE})"
+    return len(answers) == UNREACHABLE_STREAK_TO_SUPPRESS and all(
+        reason is not None and reason.endswith(marker) for reason in answers
+    )
 
 
 def default_help_text(shop: StoreProfile) -> str:
