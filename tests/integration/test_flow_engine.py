@@ -357,3 +357,49 @@ def test_actions_inside_winback_tag_set_a_property_leave_a_list_and_mark_a_goal(
         assert goal.properties["goal"] == "re-engaged" and goal.user_id == "u-actions"
         assert session.scalars(sa.select(Event.event).where(Event.event == "List Left")).one() == "List Left"
     assert {status for _, _, status in _outbox(runtime.engine)} == {"applied"}
+
+
+def test_one_run_per_order_gives_a_second_order_its_own_run(runtime: Runtime, clock: VirtualClock) -> None:
+    # given an order follow-up that waits a week after each order, one run per order
+    flow = {
+        "trigger": {"type": "event", "event": "Order Completed"},
+        "entry": {"reentry": {"mode": "every_time"}, "one_run_per": "order"},
+        "start": "confirm",
+        "nodes": [
+            {"id": "confirm", "type": "action", "next": "week",
+             "action": {"type": "send_email", "subject": "Thanks", "text": "Order {{ event.order_id }}",
+                        "transactional": True}},
+            {"id": "week", "type": "delay", "duration": {"amount": 7, "unit": "days"}, "next": "survey"},
+            {"id": "survey", "type": "action", "action": {"type": "send_email", "subject": "How was it?",
+                                                          "text": "Tell us"}},
+        ],
+    }  # fmt: skip
+    _live_flow(runtime, flow, name="order follow-up")
+    ann = _customer(runtime, email="ann@example.com")
+
+    def order(order_id: str) -> int:
+        event = flow_engine.AppliedEvent(
+            customer_id=ann, event="Order Completed", type="track", properties={"order_id": order_id},
+            traits={}, timestamp=clock.now(), message_id=f"order:{order_id}",
+        )  # fmt: skip
+        with transaction(runtime.engine) as session:
+            return flow_engine.enrol_for_events(session, [event], clock.now(), "UTC")
+
+    # when she orders twice in two days, and the first order is delivered again
+    assert order("o1") == 1
+    flow_engine.step_due_runs(runtime)
+    clock.advance(timedelta(days=2))
+    assert order("o2") == 1
+    assert order("o1") == 0  # the same order again: its run is still going
+    flow_engine.step_due_runs(runtime)
+    # then each order got its confirmation, and each its own run waiting for its survey
+    confirmations = [key for key, kind, _ in _outbox(runtime.engine) if key.endswith(":confirm")]
+    assert len(confirmations) == 2
+    with Session(runtime.engine) as session:
+        runs = session.execute(sa.select(FlowRun.active_key, FlowRun.checkout_id, FlowRun.node_id)
+                               .order_by(FlowRun.id)).all()  # fmt: skip
+    flow_id = runs[0].active_key.split(":")[0]
+    assert [tuple(run) for run in runs] == [
+        (f"{flow_id}:{ann}:order:o1", None, "week"),
+        (f"{flow_id}:{ann}:order:o2", None, "week"),
+    ]

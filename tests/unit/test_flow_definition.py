@@ -96,6 +96,16 @@ def test_one_run_per_checkout_needs_an_event_trigger() -> None:
     } in _problems(flow)
 
 
+def test_one_run_per_order_needs_an_event_trigger() -> None:
+    flow = copy.deepcopy(ABANDONED_CART)
+    flow["trigger"] = {"type": "segment_entered", "segment_id": 3}
+    flow["entry"]["one_run_per"] = "order"
+    assert {
+        "node_id": None,
+        "message": "one run per order needs an event trigger carrying an order",
+    } in _problems(flow)
+
+
 def test_schedule_trigger_needs_exactly_one_schedule() -> None:
     flow = copy.deepcopy(ABANDONED_CART)
     flow["entry"]["one_run_per"] = "customer"

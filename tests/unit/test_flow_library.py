@@ -425,3 +425,8 @@ def test_the_docs_first_example_is_a_valid_flow() -> None:
     example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     flow = files.load_flow_text(example, "yaml", source="docs/flows.md")
     assert [node.id for node in flow.nodes][:2] == ["high-value", "wait-vip"]
+
+
+def test_order_follow_up_runs_once_per_order() -> None:
+    flow = library.render("order-follow-up")
+    assert (flow.entry.one_run_per, flow.entry.reentry.mode) == ("order", "every_time")

@@ -165,6 +165,25 @@ def test_one_run_per_checkout_and_the_checkout_completed_exit() -> None:
                                                                  {"checkout completed": 1})  # fmt: skip
 
 
+def test_one_run_per_order_runs_each_order_once() -> None:
+    # given a week-long follow-up with one run per order
+    flow = definition.parse_flow({
+        "trigger": {"type": "event", "event": "Order Completed"},
+        "entry": {"reentry": {"mode": "every_time"}, "one_run_per": "order"},
+        "start": "week",
+        "nodes": [{"id": "week", "type": "delay", "duration": {"amount": 7, "unit": "days"}, "next": "tag"},
+                  {"id": "tag", "type": "action", "action": {"type": "add_tag", "tag": "followed-up"}}],
+    })  # fmt: skip
+    simulation = Simulation(flow, timezone="UTC", lookup=Known({1: _casual()}))
+    # when a customer orders twice in two days and the first order is delivered again
+    simulation.feed(_event(1, "Order Completed", T0, order_id="o1"))
+    simulation.feed(_event(1, "Order Completed", T0 + timedelta(days=2), order_id="o2"))
+    simulation.feed(_event(1, "Order Completed", T0 + timedelta(days=2, hours=1), order_id="o1"))
+    # then each order has its own run, and the repeat starts none
+    assert (simulation.triggered, dict(simulation.not_entered)) == (3, {"already in the flow": 1})
+    assert len(simulation.entries) == 0 and _nodes(simulation, T0 + timedelta(days=3))["week"][:2] == (2, 2)
+
+
 def test_reentry_once_per_days_and_the_entry_filter_as_of_entry() -> None:
     # given a flow entered at most once a week, by customers with at least one order
     flow = copy.deepcopy(ABANDONED_CART)

@@ -132,7 +132,7 @@ class ReentryPolicy(Strict):
 class Entry(Strict):
     filter: rules.Rule | None = None  # any segment rule, checked on entry
     reentry: ReentryPolicy = ReentryPolicy()
-    one_run_per: Literal["customer", "checkout"] = "customer"
+    one_run_per: Literal["customer", "checkout", "order"] = "customer"
 
 
 # --- exit conditions ----------------------------------------------------------------------------
@@ -423,8 +423,11 @@ def validate_flow(definition: FlowDefinition) -> list[Problem]:
             problems.append(Problem(node.id, "the event and timeout branches lead to the same node"))
     if definition.start in by_id:
         problems.extend(_graph_problems(definition.start, by_id))
-    if not isinstance(definition.trigger, EventTrigger) and definition.entry.one_run_per == "checkout":
-        problems.append(Problem(None, "one run per checkout needs an event trigger carrying a checkout"))
+    if not isinstance(definition.trigger, EventTrigger) and definition.entry.one_run_per != "customer":
+        problems.append(
+            Problem(None, f"one run per {definition.entry.one_run_per} needs an event trigger carrying "
+                          f"a{'n' if definition.entry.one_run_per == 'order' else ''} {definition.entry.one_run_per}")
+        )  # fmt: skip
     return problems
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -137,8 +137,26 @@ def trigger_matches(trigger: Any, applied: AppliedEvent) -> bool:
     return False  # date and schedule triggers enrol from the scheduler, not from events
 
 
-def active_key(flow_id: int, customer_id: int, checkout_id: str | None) -> str:
-    return f"{flow_id}:{customer_id}" + (f":{checkout_id}" if checkout_id else "")
+def active_key(flow_id: int, customer_id: int, scope: str | None) -> str:
+    return f"{flow_id}:{customer_id}" + (f":{scope}" if scope else "")
+
+
+def trigger_checkout_id(properties: Mapping[str, Any]) -> str | None:
+    """The checkout (or cart) a trigger event is about."""
+    return str(properties.get("checkout_id") or properties.get("cart_id") or "") or None
+
+
+def run_scope(one_run_per: str, properties: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(checkout id, scope) of a run entering on a trigger with these properties. The scope is what
+    "never two active runs" counts within besides flow and customer: the checkout for one run per
+    checkout (whose completion exit rules then follow), the order for one run per order."""
+    if one_run_per == "checkout":
+        checkout_id = trigger_checkout_id(properties)
+        return checkout_id, checkout_id
+    if one_run_per == "order":
+        order_id = str(properties.get("order_id") or "")
+        return None, f"order:{order_id}" if order_id else None
+    return None, None
 
 
 def reentry_allows(policy: d.ReentryPolicy, last_entered_at: datetime | None, now: datetime) -> bool:
@@ -187,11 +205,7 @@ def enrol(
     for flow, version_id, plan, event in allowed:
         if not reentry_allows(plan.flow.entry.reentry, last_entries.get((flow.id, event.customer_id)), now):
             continue
-        checkout_id = None
-        if plan.flow.entry.one_run_per == "checkout":
-            checkout_id = (
-                str(event.properties.get("checkout_id") or event.properties.get("cart_id") or "") or None
-            )
+        checkout_id, scope = run_scope(plan.flow.entry.one_run_per, event.properties)
         rows.append(
             {
                 "flow_id": flow.id,
@@ -208,7 +222,7 @@ def enrol(
                     "properties": event.properties,
                 },
                 "checkout_id": checkout_id,
-                "active_key": active_key(flow.id, event.customer_id, checkout_id),
+                "active_key": active_key(flow.id, event.customer_id, scope),
                 "history": [],
                 "attempts": 0,
                 "updated_at": now,
@@ -217,7 +231,8 @@ def enrol(
         last_entries[(flow.id, event.customer_id)] = now  # two triggers in one batch start one run
     runs: Table = FlowRun.__table__  # type: ignore[assignment]
     for row in rows:
-        # The unique active_key refuses a second active run for the same flow and customer/checkout.
+        # The unique active_key refuses a second active run for the same flow and customer (and
+        # checkout or order).
         statement = insert_or_ignore(session.get_bind().dialect.name, runs, ["active_key"]).returning(
             runs.c.id
         )

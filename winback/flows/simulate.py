@@ -473,12 +473,8 @@ class Simulation:
         if not flow_engine.reentry_allows(flow.entry.reentry, self._last_entered.get(event.customer_id), now):
             self.not_entered["re-entry policy"] += 1
             return
-        checkout_id = None
-        if flow.entry.one_run_per == "checkout":
-            checkout_id = (
-                str(event.properties.get("checkout_id") or event.properties.get("cart_id") or "") or None
-            )
-        key = (event.customer_id, checkout_id)  # never two active runs per customer (or checkout)
+        checkout_id, scope = flow_engine.run_scope(flow.entry.one_run_per, event.properties)
+        key = (event.customer_id, scope)  # never two active runs per customer (or checkout, order)
         if key in self._active_keys:
             self.not_entered["already in the flow"] += 1
             return
@@ -815,7 +811,7 @@ def _replay(
     entering = [event for event in events if simulation.would_enrol(event)] + entries
     stored.load(
         {event.customer_id for event in entering},
-        {str(e.properties.get("checkout_id") or e.properties.get("cart_id") or "") for e in entering} - {""},
+        {checkout_id for e in entering if (checkout_id := flow_engine.trigger_checkout_id(e.properties))},
     )
     tagged = heapq.merge(
         ((entry.timestamp, 0, entry) for entry in entries),
