@@ -44,12 +44,50 @@ class Duration(Strict):
 # --- triggers -----------------------------------------------------------------------------------
 
 
+PROPERTY_NAME = r"^[A-Za-z0-9_$][A-Za-z0-9_$\-. ]*$"
+# A property name, or `list[].field` for the items of a list property (`products[].category`).
+PROPERTY_PATH = r"^[A-Za-z0-9_$][A-Za-z0-9_$\-. ]*(\[\]\.[A-Za-z0-9_$][A-Za-z0-9_$\-. ]*)?$"
+ONE_VALUE_OPS = frozenset({"eq", "neq", "contains", "not_contains", "starts_with", "gt", "gte", "lt", "lte"})
+
+
+class PropertyTest(Strict):
+    """A test on one property of an event: `{"property": "value", "op": "gt", "value": 200}`.
+
+    `products[].category` tests the items of a list property: a positive op holds when some item
+    passes (`eq`: an item is in that category), a negative one when none does (`neq`: no item is).
+    """
+
+    property: str = Field(min_length=1, max_length=200, pattern=PROPERTY_PATH)
+    op: rules.FilterOp
+    value: rules.Scalar | list[rules.Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> PropertyTest:
+        if getattr(self, "trigger", None) is not None:
+            if self.value is not None:
+                raise ValueError("give 'value' or 'trigger', not both")
+            if self.op not in ONE_VALUE_OPS:
+                raise ValueError(f"op '{self.op}' cannot compare with the trigger; use one of "
+                                 f"{', '.join(sorted(ONE_VALUE_OPS))}")  # fmt: skip
+            return self
+        rules.check_value(self, self.op, self.value)
+        return self
+
+
+class EventFilter(PropertyTest):
+    """A test on a property of an event a run sees. Instead of a `value`, `trigger: order_id`
+    compares with that property of the event that started the run (`Review Submitted` whose
+    `order_id` is the order the run is about); if the trigger lacks it, the test fails."""
+
+    trigger: str | None = Field(default=None, min_length=1, max_length=200, pattern=PROPERTY_NAME)
+
+
 class EventTrigger(Strict):
     """An event (incl. derived ones such as `Checkout Abandoned`) with property filters."""
 
     type: Literal["event"]
     event: str = Field(min_length=1, max_length=200)
-    where: list[rules.PropertyFilter] = Field(default_factory=list, max_length=20)
+    where: list[PropertyTest] = Field(default_factory=list, max_length=20)
 
 
 class SegmentTrigger(Strict):
@@ -143,7 +181,7 @@ class EventSinceEntryExit(Strict):
 
     type: Literal["event_since_entry"]
     event: str = Field(min_length=1, max_length=200)
-    where: list[rules.PropertyFilter] = Field(default_factory=list, max_length=20)
+    where: list[EventFilter] = Field(default_factory=list, max_length=20)
 
 
 class CheckoutCompletedExit(Strict):
@@ -285,18 +323,14 @@ class WaitForEventNode(NodeBase):
 
     type: Literal["wait_for_event"]
     event: str = Field(min_length=1, max_length=200)
-    where: list[rules.PropertyFilter] = Field(default_factory=list, max_length=20)
+    where: list[EventFilter] = Field(default_factory=list, max_length=20)
     timeout: Duration
     on_event: str
     on_timeout: str
 
 
-class TriggerPropertyCondition(Strict):
-    """A property of the trigger event, e.g. `value` > 200."""
-
-    property: str = Field(min_length=1, max_length=200)
-    op: rules.FilterOp
-    value: rules.Scalar | list[rules.Scalar] | None = None
+class TriggerPropertyCondition(PropertyTest):
+    """A property of the trigger event, e.g. `value` > 200 (or `products[].category` eq `Tea`)."""
 
 
 class ConditionNode(NodeBase):

@@ -124,9 +124,7 @@ class AppliedEvent:
 def trigger_matches(trigger: Any, applied: AppliedEvent) -> bool:
     """Whether an applied event fires a (non-scheduled) trigger. Pure."""
     if isinstance(trigger, d.EventTrigger):
-        return applied.event == trigger.event and all(
-            evaluator.json_test(applied.properties.get(f.property), f.op, f.value) for f in trigger.where
-        )
+        return applied.event == trigger.event and stepping.filters_pass(trigger.where, applied.properties)
     if isinstance(trigger, d.SegmentTrigger):
         name = "Segment Entered" if trigger.type == "segment_entered" else "Segment Exited"
         return applied.event == name and applied.properties.get("segment_id") == trigger.segment_id
@@ -617,9 +615,7 @@ def _stimulus(
             if (
                 event.event == node.event
                 and event.timestamp >= state.node_entered_at
-                and all(
-                    evaluator.json_test(event.properties.get(f.property), f.op, f.value) for f in node.where
-                )
+                and stepping.filters_pass(node.where, event.properties, context.trigger)
             ):
                 return stepping.EventArrived(event.event, event.timestamp, event.properties)
     return stepping.Tick()

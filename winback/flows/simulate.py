@@ -590,7 +590,7 @@ class Simulation:
             )
         context = stepping.StepContext(
             facts=evaluator.CustomerFacts(profile=dict(waiting.profile)),
-            trigger={},
+            trigger=waiting.run.trigger,
             events_since_entry=[
                 e for e in waiting.run.events if waiting.queued_at <= e.timestamp <= waiting.at
             ],

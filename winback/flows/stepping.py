@@ -122,7 +122,7 @@ def step(plan: Plan, state: RunState, stimulus: Stimulus, context: StepContext, 
         state = _at(state, plan.flow.start, now)
         history.append(Visit(plan.flow.start, now, "entered"))
     else:
-        resumed = _resume(plan, state, stimulus, now, history)
+        resumed = _resume(plan, state, stimulus, now, history, context.trigger)
         if resumed is None:  # still waiting: unless an exit condition now holds ("stop once they buy")
             reason = exit_reason(plan.flow.exit_when, context)
             if reason is None:
@@ -187,7 +187,12 @@ def step(plan: Plan, state: RunState, stimulus: Stimulus, context: StepContext, 
 
 
 def _resume(
-    plan: Plan, state: RunState, stimulus: Stimulus, now: datetime, history: list[Visit]
+    plan: Plan,
+    state: RunState,
+    stimulus: Stimulus,
+    now: datetime,
+    history: list[Visit],
+    trigger: Mapping[str, Any],
 ) -> RunState | None:
     """Leave the node the run waits at, when the stimulus allows it; None: keep waiting."""
     node = plan.nodes[state.node_id]  # type: ignore[index]
@@ -197,9 +202,7 @@ def _resume(
             and stimulus.event == node.event
             and state.node_entered_at is not None
             and stimulus.timestamp >= state.node_entered_at
-            and all(
-                evaluator.json_test(stimulus.properties.get(f.property), f.op, f.value) for f in node.where
-            )
+            and filters_pass(node.where, stimulus.properties, trigger)
         ):
             history.append(Visit(node.id, now, "event"))
             return _goto(state, node.on_event, now, history)
@@ -285,10 +288,40 @@ def exit_reason(conditions: Sequence[Any], context: StepContext) -> str | None:
 
 def _did_since_entry(condition: d.EventSinceEntryExit, context: StepContext) -> bool:
     return any(
-        event.event == condition.event
-        and all(evaluator.json_test(event.properties.get(f.property), f.op, f.value) for f in condition.where)
+        event.event == condition.event and filters_pass(condition.where, event.properties, context.trigger)
         for event in context.events_since_entry
     )
+
+
+def filters_pass(
+    tests: Sequence[d.PropertyTest], properties: Mapping[str, Any], trigger: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether an event's properties pass every test (a filter comparing with the trigger reads
+    `trigger`, the properties of the event that started the run)."""
+    return all(filter_passes(test, properties, trigger) for test in tests)
+
+
+def filter_passes(
+    test: d.PropertyTest, properties: Mapping[str, Any], trigger: Mapping[str, Any] | None = None
+) -> bool:
+    """One property test; `list[].field` holds for a positive op when some item passes, for a
+    negative op when none passes the positive one (`neq`: no item equals)."""
+    expected = test.value
+    reference = getattr(test, "trigger", None)
+    if reference is not None:
+        expected = (trigger or {}).get(reference)
+        if expected is None or isinstance(expected, dict | list):
+            return False  # nothing (or nothing single) to compare with
+    name, _, field_name = test.property.partition("[].")
+    if not field_name:
+        return evaluator.json_test(properties.get(name), test.op, expected)
+    items = properties.get(name)
+    negative = test.op in evaluator.NEGATIVE_OPS
+    op = evaluator.POSITIVE_OF[test.op] if negative else test.op
+    found = isinstance(items, list) and any(
+        isinstance(item, dict) and evaluator.json_test(item.get(field_name), op, expected) for item in items
+    )
+    return not found if negative else found
 
 
 def condition_holds(node: d.ConditionNode, context: StepContext, entered_at: datetime, now: datetime) -> bool:
@@ -297,9 +330,8 @@ def condition_holds(node: d.ConditionNode, context: StepContext, entered_at: dat
         eval_context = evaluator.EvalContext(now=now, timezone=context.store_timezone)
         if not evaluator.evaluate(node.rule, context.facts, eval_context):
             return False
-    for test in node.trigger:
-        if not evaluator.json_test(context.trigger.get(test.property), test.op, test.value):
-            return False
+    if not filters_pass(node.trigger, context.trigger):
+        return False
     return node.did_since_entry is None or _did_since_entry(node.did_since_entry, context)
 
 

@@ -126,10 +126,11 @@ class PropertyFilter(Strict):
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> PropertyFilter:
-        return _check_value(self, self.op, self.value)
+        return check_value(self, self.op, self.value)
 
 
-def _check_value(model: Any, op: str, value: Any) -> Any:
+def check_value(model: Any, op: str, value: Any) -> Any:
+    """Refuse a value that does not fit the filter op (none, one, or a non-empty list)."""
     if op in ("exists", "not_exists"):
         if value is not None:
             raise ValueError(f"op '{op}' takes no value")
@@ -277,7 +278,7 @@ class OrderFilter(Strict):
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> OrderFilter:
-        return _check_value(self, self.op, self.value)
+        return check_value(self, self.op, self.value)
 
 
 class OrdersMatchingRule(Strict):
@@ -324,7 +325,7 @@ class AttributeRule(Strict):
             if isinstance(self.value, bool) or not isinstance(self.value, int) or self.value < 0:
                 raise ValueError(f"op '{self.op}' needs a whole number of days")
             return self
-        return _check_value(self, self.op, self.value)
+        return check_value(self, self.op, self.value)
 
 
 class TagRule(Strict):
