@@ -407,25 +407,12 @@ def apply_status_callback(
             details={"provider_status": status, "error_code": code},
         )
         address = normalise_address("sms", message.to_address)
-        if address and code in TWILIO_INVALID_NUMBER_CODES:
-            suppress(
-                session,
-                channel="sms",
-                address=address,
-                reason="invalid",
-                now=now,
-                details={"error_code": code, "message_id": message.id},
-            )
-        elif address and code == TWILIO_UNREACHABLE_CODE and _unreachable_streak(session, message):
-            suppress(
-                session,
-                channel="sms",
-                address=address,
-                reason="invalid",
-                now=now,
-                details={"error_code": code, "message_id": message.id,
-                         "consecutive_failures": UNREACHABLE_STREAK_TO_SUPPRESS},
-            )  # fmt: skip
+        streak = code == TWILIO_UNREACHABLE_CODE and _unreachable_streak(session, message)
+        if address and (code in TWILIO_INVALID_NUMBER_CODES or streak):
+            details = {"error_code": code, "message_id": message.id}
+            if streak:
+                details["consecutive_failures"] = UNREACHABLE_STREAK_TO_SUPPRESS
+            suppress(session, channel="sms", address=address, reason="invalid", now=now, details=details)
         elif address and code == TWILIO_OPTED_OUT_CODE:
             suppress(
                 session,
