@@ -26,7 +26,7 @@ import hashlib
 import io
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -303,16 +303,22 @@ class CellError(ValueError):
     """A cell that does not parse; the caller adds file, line and field."""
 
 
-def parse_consent(value: str) -> str | None:
-    """'true'/'yes'/'1'/'subscribed' → subscribed, the negatives → unsubscribed, '' → None (not asked)."""
+def parse_flag(value: str) -> bool | None:
+    """'true'/'yes'/'1'/'subscribed' → True, the negatives → False, '' → None (not said)."""
     if not value:
         return None
     word = normalise_header(value)
     if word in TRUE_WORDS:
-        return "subscribed"
+        return True
     if word in FALSE_WORDS:
-        return "unsubscribed"
+        return False
     raise CellError(f"expected true or false (yes/no, 1/0), got {value!r}")
+
+
+def parse_consent(value: str) -> str | None:
+    """'true'/'yes'/'1'/'subscribed' → subscribed, the negatives → unsubscribed, '' → None (not asked)."""
+    flag = parse_flag(value)
+    return None if flag is None else "subscribed" if flag else "unsubscribed"
 
 
 def parse_amount(value: str) -> Decimal | None:
@@ -790,6 +796,8 @@ PRODUCT_ALIASES = {
     "currency": "currency",
     **dict.fromkeys(("image_url", "image", "image_src", "variant_image"), "image_url"),
     **dict.fromkeys(("url", "product_url", "link"), "url"),
+    "status": "status",  # Shopify's export: active, draft or archived
+    **dict.fromkeys(("published", "published_on_online_store"), "published"),
 }
 
 
@@ -831,7 +839,14 @@ def product_info(row: CsvRow, columns: Mapping[str, str], file_name: str) -> cat
         props["collections"] = split_list(collections_text, ";|")
     info = catalog.product_from_properties(props)
     assert info is not None  # a product_id or sku is present
-    return info
+    status_text, _ = _cell(row, columns, "status")
+    published_text, published_column = _cell(row, columns, "published")
+    try:
+        published = parse_flag(published_text)
+    except CellError as exc:
+        raise _fail(file_name, row.line, published_column, str(exc)) from None
+    available = catalog.for_sale(status_text, published)
+    return replace(info, available=available) if available is not None else info
 
 
 def product_adds_information(
@@ -845,6 +860,8 @@ def product_adds_information(
         if value is not None and getattr(product, attribute) != value:
             return True
     if not set(info.collections) <= set(product.collections or []):
+        return True
+    if info.available is not None and product.available != info.available:
         return True
     if info.variant_id:
         if variant is None:

@@ -432,6 +432,30 @@ def test_products_csv_is_upserted_into_the_catalog_and_a_reimport_touches_nothin
     assert _rows(runtime.engine, Product, Product.id)[0].price == Decimal("13.00")
 
 
+def test_a_shopify_product_export_says_which_products_are_for_sale(runtime: Runtime, tmp_path: Path) -> None:
+    # given Shopify's product export columns: Handle, Title, Variant SKU, Status, Published
+    path = tmp_path / "products_export.csv"
+    path.write_text(
+        "Handle,Title,Variant SKU,Status,Published\n"
+        "beans,House Blend,B-1,active,TRUE\n"
+        "old-mug,Old Mug,M-1,archived,FALSE\n"
+        "teaser,Coming Soon,T-1,active,FALSE\n"
+        "plain,No Status,P-1,,\n"
+    )
+    # when it is imported
+    _import(runtime, path)
+    # then only the active, published one is for sale; one that does not say stays for sale
+    products = _rows(runtime.engine, Product, Product.id)
+    assert [(p.product_id, p.available) for p in products] == [
+        ("beans", True), ("old-mug", False), ("teaser", False), ("plain", True),
+    ]  # fmt: skip
+    # and a re-import that archives the beans updates just that
+    path.write_text(path.read_text().replace("B-1,active,TRUE", "B-1,archived,TRUE"))
+    again = _import(runtime, path)
+    assert (again.products_updated, again.products_unchanged) == (1, 3)
+    assert _rows(runtime.engine, Product, Product.id)[0].available is False
+
+
 def test_a_bad_product_row_is_named_and_nothing_is_written(runtime: Runtime, tmp_path: Path) -> None:
     # given a products file whose second row has a price that is not a number
     path = tmp_path / "products.csv"

@@ -443,6 +443,28 @@ def test_product_webhook_upserts_products_and_variants(client: TestClient, engin
     ]
 
 
+def test_a_deleted_product_is_withdrawn_and_a_late_update_does_not_bring_it_back(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    # given a product on sale
+    _post(client, "products/update", PRODUCT, webhook_id="w-80", triggered_at="2026-03-02T09:00:00Z")
+    # when the store deletes it
+    response = _post(
+        client, "products/delete", {"id": 11}, webhook_id="w-81", triggered_at="2026-03-02T10:00:00Z"
+    )
+    # then it stays in the catalog (orders name it) but is no longer for sale
+    assert response.json() == {"ok": True, "outcome": "accepted"}
+    [product] = _all(engine, Product, Product.id)
+    assert (product.product_id, product.name, product.available) == ("11", "Tee", False)
+    # and an update triggered before the deletion, delivered after it, is dropped as stale
+    late = _post(client, "products/update", PRODUCT, webhook_id="w-82", triggered_at="2026-03-02T09:30:00Z")
+    assert late.json() == {"ok": True, "outcome": "stale"}
+    assert _all(engine, Product, Product.id)[0].available is False
+    # a deletion of a product never seen changes nothing
+    assert _post(client, "products/delete", {"id": 99}, webhook_id="w-83").json()["outcome"] == "accepted"
+    assert len(_all(engine, Product, Product.id)) == 1
+
+
 # --- privacy -------------------------------------------------------------------------------------
 
 

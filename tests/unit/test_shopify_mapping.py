@@ -658,6 +658,7 @@ def test_product_update_is_one_catalog_snapshot_per_variant() -> None:
         "url": "https://shop.example.com/products/ipod-nano",
         "collections": ("Cult Products",),
         "properties": {"handle": "ipod-nano", "status": "active", "tags": ["Emotive", "Flash Memory", "MP3"]},
+        "available": True,
     }
     assert plan.products == [
         ProductInfo(
@@ -685,6 +686,36 @@ def test_product_without_image_type_or_variants() -> None:
         currency="eur",
     )
     assert info == ProductInfo(product_id="5", name="Gift card", currency="EUR")
+
+
+@pytest.mark.parametrize(
+    ("fields", "available"),
+    [
+        ({"status": "active"}, True),
+        ({"status": "draft"}, False),
+        ({"status": "archived"}, False),
+        ({"status": "active", "published_at": None}, False),  # hidden from the online store
+        ({"status": "active", "published_at": "2026-01-01T00:00:00-05:00"}, True),
+        ({}, None),  # the payload does not say
+    ],
+)
+def test_a_product_is_for_sale_when_active_and_published(
+    fields: dict[str, Any], available: bool | None
+) -> None:
+    [info] = shopify.products_from_product(
+        {"id": 5, "title": "Tea", **fields}, store_url=STORE_URL, currency="usd"
+    )
+    assert info.available is available
+
+
+def test_products_delete_withdraws_the_product() -> None:
+    plan = _plan("products/delete", {"id": 788032119674292922})
+    assert (plan.outcome, plan.resource_key, plan.is_stale_checked) == (
+        "accepted",
+        "product:788032119674292922",
+        True,
+    )
+    assert (plan.withdrawn, plan.products, plan.events) == (["788032119674292922"], [], [])
 
 
 # --- privacy and unknown topics ------------------------------------------------------------------

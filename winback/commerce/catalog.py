@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from winback.db.expressions import insert_or_ignore, one_of
@@ -40,6 +40,7 @@ class ProductInfo:
     variant_price: Decimal | None = None
     variant_image_url: str | None = None
     properties: Mapping[str, Any] = field(default_factory=dict)
+    available: bool | None = None  # for sale (None: the source does not say)
 
 
 def _text(value: Any) -> str | None:
@@ -89,6 +90,15 @@ def product_from_properties(props: Mapping[str, Any]) -> ProductInfo | None:
     )
 
 
+def for_sale(status: str | None, published: bool | None) -> bool | None:
+    """Whether shoppers can buy a product, from its store status (Shopify: active, draft,
+    archived) and whether it is published to the online store; None when neither says."""
+    status = (status or "").strip().lower()
+    if status in ("draft", "archived") or published is False:
+        return False
+    return True if status == "active" or published is True else None
+
+
 def _merge_product(row: Product, info: ProductInfo, now: datetime) -> None:
     """Enrich a product row; it is only written (and `updated_at` moved) when something changed."""
     changed = False
@@ -107,8 +117,20 @@ def _merge_product(row: Product, info: ProductInfo, now: datetime) -> None:
         if properties != row.properties:
             row.properties = properties
             changed = True
+    if info.available is not None and row.available != info.available:
+        row.available = info.available
+        changed = True
     if changed:
         row.updated_at = now
+
+
+def withdraw_products(session: Session, product_ids: Iterable[str], now: datetime) -> None:
+    """Mark products the store deleted as not for sale (kept: orders and events still name them)."""
+    session.execute(
+        update(Product)
+        .where(one_of(Product.product_id, list(product_ids)), Product.available.is_(True))
+        .values(available=False, updated_at=now)
+    )
 
 
 def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetime) -> None:
@@ -120,7 +142,7 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
             key = (
                 info.product_id, info.name, info.sku, info.brand, info.category, info.price, info.currency,
                 info.image_url, info.url, info.collections, info.variant_id, info.variant_name,
-                info.variant_sku, info.variant_price, info.variant_image_url,
+                info.variant_sku, info.variant_price, info.variant_image_url, info.available,
             )  # fmt: skip
             if key in seen:
                 continue
@@ -148,8 +170,9 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
         row = existing.get(product_id)
         if row is None:
             row = Product(
-                product_id=product_id, collections=[], properties={}, created_at=now, updated_at=now
-            )
+                product_id=product_id, collections=[], properties={}, available=True, created_at=now,
+                updated_at=now,
+            )  # fmt: skip
             session.add(row)
             existing[product_id] = row
         known_collections = set(row.collections or [])

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -240,6 +241,9 @@ class Product(Base):
     url: Mapped[str | None] = mapped_column(Text)
     collections: Mapped[list[str]] = mapped_column(Json, default=list)
     properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    # False once the store says it is not for sale (Shopify: draft, archived, unpublished or
+    # deleted): never recommended in message copy.
+    available: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from winback.commerce.catalog import ProductInfo
+from winback.commerce.catalog import ProductInfo, for_sale
 from winback.ingest.segment import EventRow
 from winback.kernel.errors import InvalidInput
 from winback.kernel.money import to_amount
@@ -38,6 +38,7 @@ CART_TOPICS = ("carts/create", "carts/update")
 ORDER_TOPICS = ("orders/create", "orders/paid", "orders/fulfilled", "orders/cancelled")
 CUSTOMER_TOPICS = ("customers/create", "customers/update")
 PRODUCT_TOPICS = ("products/create", "products/update")
+PRODUCT_DELETE = "products/delete"
 REFUND_TOPICS = ("refunds/create",)
 PRIVACY_TOPICS = ("customers/data_request", "customers/redact", "shop/redact")
 SUPPORTED_TOPICS = (
@@ -46,6 +47,7 @@ SUPPORTED_TOPICS = (
     + ORDER_TOPICS
     + CUSTOMER_TOPICS
     + PRODUCT_TOPICS
+    + (PRODUCT_DELETE,)
     + REFUND_TOPICS
     + PRIVACY_TOPICS
 )
@@ -59,6 +61,7 @@ STALE_CHECKED_TOPICS = frozenset(
         "carts/update",
         "customers/update",
         "products/update",
+        PRODUCT_DELETE,
         "orders/paid",
         "orders/fulfilled",
         "orders/cancelled",
@@ -128,6 +131,7 @@ class Plan:
     is_stale_checked: bool = False
     events: list[EventRow] = field(default_factory=list)
     products: list[ProductInfo] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)  # product ids the store deleted
     privacy: PrivacyAction | None = None
 
 
@@ -143,6 +147,9 @@ def plan_delivery(delivery: Delivery, payload: Any, *, store_url: str, store_cur
     if topic in PRODUCT_TOPICS:
         infos = products_from_product(payload, store_url=store_url, currency=store_currency)
         return Plan(outcome="accepted", resource_key=key, is_stale_checked=stale_checked, products=infos)
+    if topic == PRODUCT_DELETE:
+        withdrawn = [_required_id(payload, "id", topic)]
+        return Plan(outcome="accepted", resource_key=key, is_stale_checked=stale_checked, withdrawn=withdrawn)
     if topic in PRIVACY_TOPICS:
         action = privacy_action(topic, payload)
         outcome = "data_request" if action.kind == "export" else "redacted"
@@ -163,7 +170,7 @@ def resource_key(topic: str, payload: Mapping[str, Any]) -> str | None:
         return f"refund:{_required_id(payload, 'id', topic)}"
     if topic in CUSTOMER_TOPICS:
         return f"customer:{_required_id(payload, 'id', topic)}"
-    if topic in PRODUCT_TOPICS:
+    if topic in PRODUCT_TOPICS or topic == PRODUCT_DELETE:
         return f"product:{_required_id(payload, 'id', topic)}"
     if topic == "customers/redact":
         customer_id = _id(_mapping(payload.get("customer")).get("id"))
@@ -598,6 +605,7 @@ def products_from_product(payload: Mapping[str, Any], *, store_url: str, currenc
         image_url=image_url,
         url=f"{store_url.rstrip('/')}/products/{handle}" if handle else None,
         collections=(category,) if category else (),
+        available=_for_sale(payload),
         properties=_drop_none(
             {
                 "handle": handle,
@@ -622,6 +630,12 @@ def products_from_product(payload: Mapping[str, Any], *, store_url: str, currenc
             )
         )
     return infos
+
+
+def _for_sale(payload: Mapping[str, Any]) -> bool | None:
+    """`status` and `published_at` (null: hidden from the online store), when the payload has them."""
+    published = (payload.get("published_at") is not None) if "published_at" in payload else None
+    return for_sale(_text(payload.get("status")), published)
 
 
 # --- privacy -------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def last_search_query(session: Session, customer_id: int) -> str | None:
 
 
 def _visible(statement: Any, exclude: Collection[str]) -> Any:
-    statement = statement.where(Product.name.is_not(None))
+    statement = statement.where(Product.name.is_not(None), Product.available.is_(True))
     if exclude:
         statement = statement.where(Product.product_id.not_in(list(exclude)))
     return statement

@@ -142,6 +142,8 @@ def _record(session: Session, delivery: mapping.Delivery, plan: mapping.Plan) ->
     session.flush()  # a concurrent duplicate fails here, before anything else is written
     now = delivery.received_at
     catalog.upsert_products(session, plan.products, now)
+    if plan.withdrawn:
+        catalog.withdraw_products(session, plan.withdrawn, now)
     session.flush()
     store.append_events(session.connection(), plan.events)
     if plan.privacy is not None:
