@@ -562,6 +562,26 @@ def test_redaction_is_never_stale_and_outdates_earlier_customer_updates(
     assert [e.message_id for e in _events(engine)] == ["shopify:w-84:0"]
 
 
+def test_an_order_triggered_before_its_customers_redaction_and_delivered_after_is_dropped(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    # given Shopify customer 555 was redacted by a request triggered at 10:00
+    redact = {"customer": {"id": 555}, "orders_to_redact": [4001]}
+    _post(client, "customers/redact", redact, webhook_id="w-90", triggered_at="2026-03-02T10:00:00Z")
+    # when their order, triggered at 09:05, is delivered only now (a retry after an outage)
+    late = _post(client, "orders/create", ORDER, webhook_id="w-91", triggered_at="2026-03-02T09:05:00Z")
+    # then it is dropped: nothing about them is written again
+    assert late.json() == {"ok": True, "outcome": "stale"}
+    assert _events(engine) == []
+    with sa.orm.Session(engine) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Customer)) == 0
+    # but an order placed after the redaction (a new purchase) is taken
+    later = {**ORDER, "id": 4002, "name": "#1002"}
+    taken = _post(client, "orders/create", later, webhook_id="w-92", triggered_at="2026-03-02T11:00:00Z")
+    assert taken.json() == {"ok": True, "outcome": "accepted"}
+    assert len(_events(engine)) > 0
+
+
 def test_customers_redact_of_someone_unknown_is_recorded(client: TestClient, engine: sa.Engine) -> None:
     response = _post(
         client, "customers/redact", {"customer": {"id": 1, "email": "nobody@example.com"}}, webhook_id="w-81"

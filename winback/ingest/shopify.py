@@ -133,6 +133,9 @@ class Plan:
     products: list[ProductInfo] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)  # product ids the store deleted
     privacy: PrivacyAction | None = None
+    # The Shopify customer an order or checkout delivery is about (`customer:{id}`): if they were
+    # redacted after this delivery was triggered, it is dropped (it would bring their data back).
+    customer_key: str | None = None
 
 
 def plan_delivery(delivery: Delivery, payload: Any, *, store_url: str, store_currency: str) -> Plan:
@@ -155,7 +158,13 @@ def plan_delivery(delivery: Delivery, payload: Any, *, store_url: str, store_cur
         outcome = "data_request" if action.kind == "export" else "redacted"
         return Plan(outcome=outcome, resource_key=key, is_stale_checked=stale_checked, privacy=action)
     events = map_events(delivery, payload)
-    return Plan(outcome="accepted", resource_key=key, is_stale_checked=stale_checked, events=events)
+    customer_id = (
+        _id(_mapping(payload.get("customer")).get("id")) if topic in ORDER_TOPICS + CHECKOUT_TOPICS else None
+    )
+    return Plan(
+        outcome="accepted", resource_key=key, is_stale_checked=stale_checked, events=events,
+        customer_key=f"customer:{customer_id}" if customer_id else None,
+    )  # fmt: skip
 
 
 def resource_key(topic: str, payload: Mapping[str, Any]) -> str | None:

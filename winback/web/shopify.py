@@ -135,7 +135,9 @@ def _record(session: Session, delivery: mapping.Delivery, plan: mapping.Plan) ->
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(plan.resource_key)})
     if _is_received_in(session, delivery.webhook_id):
         return "duplicate"
-    if plan.is_stale_checked and _is_stale(session, plan.resource_key, delivery.triggered_at):
+    if (plan.is_stale_checked and _is_stale(session, plan.resource_key, delivery.triggered_at)) or (
+        plan.customer_key and _redacted_since(session, plan.customer_key, delivery.triggered_at)
+    ):
         _add_receipt(session, delivery, plan.resource_key, "stale")
         return "stale"
     _add_receipt(session, delivery, plan.resource_key, plan.outcome)
@@ -176,6 +178,20 @@ def _is_stale(session: Session, resource_key: str | None, triggered_at: datetime
         )
     )
     return newest is not None and triggered_at < newest
+
+
+def _redacted_since(session: Session, customer_key: str, triggered_at: datetime | None) -> bool:
+    """Was the customer redacted by a request triggered after this delivery? (An order or
+    checkout created before the erasure and delivered after it must not bring the person back.)"""
+    if triggered_at is None:
+        return False
+    redacted = session.scalar(
+        select(func.max(ShopifyWebhookReceipt.triggered_at)).where(
+            ShopifyWebhookReceipt.resource_key == customer_key,
+            ShopifyWebhookReceipt.topic == "customers/redact",
+        )
+    )
+    return redacted is not None and triggered_at < redacted
 
 
 def _is_received_in(session: Session, webhook_id: str) -> bool:
