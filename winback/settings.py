@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     sms_price_per_part: Decimal = Field(default=Decimal("0.0079"), ge=0)  # cost estimate, store currency
     mms_price: Decimal = Field(default=Decimal("0.0200"), ge=0)
     sms_help_text: str | None = None  # reply to HELP; default names the shop and its support contact
+    # Who answers STOP/START/HELP: `auto` leaves it to Twilio where Twilio answers them itself (long
+    # codes, toll-free numbers) and answers on short codes, so a shopper never gets two replies.
+    sms_keyword_replies: Literal["auto", "always", "never"] = "auto"
 
     smtp_host: str = "localhost"
     smtp_port: int = 25

@@ -47,6 +47,7 @@ from winback.settings import Settings
 PUBLIC_URL = "https://shop.example/winback"
 AUTH_TOKEN = "twilio-test-auth-token"
 SHOP_NUMBER = "+15005550006"
+SHOP_SHORT_CODE = "48737"  # Twilio leaves keyword replies on short codes to us
 ANN_PHONE = "+14155550123"
 CHANNELS_DIR = Path(engagement.__file__).parent / "channels"
 
@@ -155,7 +156,9 @@ def twilio_post(client: TestClient, path: str, params: dict[str, str], *, token:
     return client.post(path, data=params, headers={"X-Twilio-Signature": signature})
 
 
-def inbound(client: TestClient, body: str, *, sid: str, from_: str = ANN_PHONE) -> Any:
+def inbound(
+    client: TestClient, body: str, *, sid: str, from_: str = ANN_PHONE, to: str = SHOP_SHORT_CODE
+) -> Any:
     return twilio_post(
         client,
         "/webhooks/twilio/inbound",
@@ -164,7 +167,7 @@ def inbound(client: TestClient, body: str, *, sid: str, from_: str = ANN_PHONE) 
             "SmsSid": sid,
             "AccountSid": "AC123",
             "From": from_,
-            "To": SHOP_NUMBER,
+            "To": to,
             "Body": body,
         },
     )
@@ -581,6 +584,22 @@ def test_twilio_status_callbacks(client: TestClient, engine: Engine) -> None:
     assert status("", "sent").status_code == 400
 
 
+def test_keywords_to_a_long_code_are_answered_by_twilio_alone(
+    client: TestClient, engine: Engine, runtime: Runtime
+) -> None:
+    add_customer(engine, user_id="u-ann", phone=ANN_PHONE, sms_consent="subscribed")
+    # a STOP to our long code: Twilio replies itself, so winback records it and stays silent
+    stop = inbound(client, "STOP", sid="SMlc1", to=SHOP_NUMBER)
+    assert stop.text == '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+    assert suppressions(engine) == {("sms", ANN_PHONE): "unsubscribed"}
+    assert inbound(client, "HELP", sid="SMlc2", to=SHOP_NUMBER).text.endswith("<Response/>")
+    # with replies set to always, winback answers there too; with never, not even on a short code
+    runtime.settings = runtime.settings.model_copy(update={"sms_keyword_replies": "always"})
+    assert "<Message>" in inbound(client, "START", sid="SMlc3", to=SHOP_NUMBER).text
+    runtime.settings = runtime.settings.model_copy(update={"sms_keyword_replies": "never"})
+    assert inbound(client, "HELP", sid="SMlc4").text.endswith("<Response/>")
+
+
 def test_inbound_stop_start_help_and_other_texts(
     client: TestClient, engine: Engine, runtime: Runtime
 ) -> None:
@@ -598,7 +617,7 @@ def test_inbound_stop_start_help_and_other_texts(
     [record] = consent_records(engine, ann)
     assert (record.status, record.source) == ("unsubscribed", "sms:keyword")
     assert (record.evidence["inbound_message_sid"], record.evidence["body"]) == ("SMin1", "  Stop. ")
-    assert (record.evidence["from"], record.evidence["to"]) == (ANN_PHONE, SHOP_NUMBER)
+    assert (record.evidence["from"], record.evidence["to"]) == (ANN_PHONE, SHOP_SHORT_CODE)
 
     start = inbound(client, "START", sid="SMin2")
     assert "resubscribed to Tea &amp; Co messages. Reply STOP to opt out." in start.text

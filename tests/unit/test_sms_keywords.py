@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from winback.messaging import keywords
 from winback.messaging.keywords import HELP_WORDS, START_WORDS, STOP_WORDS, classify
 
 PROPERTY = settings(max_examples=100, deadline=None, derandomize=True)
@@ -91,3 +92,24 @@ def test_classify_never_fails_and_only_answers_for_a_keyword(body: str) -> None:
     if result is not None:
         letters = "".join(char for char in unicodedata.normalize("NFKC", body).casefold() if char.isalnum())
         assert EXPECTED[letters] == result
+
+
+@pytest.mark.parametrize(
+    ("setting", "to_number", "replies"),
+    [
+        ("auto", "48737", True),  # a short code: Twilio leaves the answer to us
+        ("auto", "+14155550100", False),  # a long code: Twilio answers itself
+        ("auto", "+18005550100", False),  # toll-free likewise
+        ("auto", "", False),
+        ("always", "+14155550100", True),
+        ("never", "48737", False),
+    ],
+)
+def test_who_answers_a_keyword(setting: str, to_number: str, replies: bool) -> None:
+    assert keywords.winback_replies(setting, to_number) is replies
+
+
+def test_short_codes_are_three_to_eight_digits_without_a_plus() -> None:
+    assert [keywords.is_short_code(n) for n in ("48737", "123", "12345678", "12", "123456789", "+48737", "4873a")] == [
+        True, True, True, False, False, False, False,
+    ]  # fmt: skip

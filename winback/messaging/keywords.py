@@ -41,3 +41,21 @@ def normalise(body: str) -> str:
 def classify(body: str) -> Keyword | None:
     """ "stop", "start" or "help" when the whole reply is one of their keywords; None otherwise."""
     return _KEYWORDS.get(normalise(body))
+
+
+def is_short_code(number: str) -> bool:
+    """A short code (`48737`), not a phone number: digits only, no country code, 3 to 8 long."""
+    digits = number.strip()
+    return digits.isdigit() and 3 <= len(digits) <= 8
+
+
+def winback_replies(setting: str, to_number: str) -> bool:
+    """Whether winback itself answers a keyword texted to `to_number` (our number) through Twilio.
+
+    Twilio answers STOP, START and HELP on its own on long codes and toll-free numbers (and blocks
+    a reply from us to STOP), but not on short codes: `auto` answers only there, so the shopper
+    gets exactly one reply. `always` and `never` are for setups `auto` cannot see (a short code in
+    a Messaging Service with Advanced Opt-Out answers by itself)."""
+    if setting == "auto":
+        return is_short_code(to_number)
+    return setting == "always"

@@ -52,7 +52,7 @@ from winback.db.models import MediaAsset, Message, MessageEvent
 from winback.ingest import segment
 from winback.ingest import store as event_store
 from winback.kernel.errors import Forbidden, InvalidInput, NotFound
-from winback.messaging import engagement, secrets, tokens
+from winback.messaging import engagement, keywords, secrets, tokens
 from winback.messaging.channels import twilio
 from winback.messaging.channels.base import family
 from winback.runtime import Runtime
@@ -520,7 +520,10 @@ async def twilio_inbound(request: Request, runtime: RuntimeDep) -> Response:
                 shop=shop,
             )
 
-    return twiml(await run_in_threadpool(apply))
+    reply = await run_in_threadpool(apply)
+    if reply is not None and not keywords.winback_replies(runtime.settings.sms_keyword_replies, to_number):
+        reply = None  # Twilio answers the keyword itself
+    return twiml(reply)
 
 
 # --- web push ------------------------------------------------------------------------------------
