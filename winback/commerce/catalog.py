@@ -2,17 +2,25 @@
 
 Products are keyed by their external `product_id` (Segment spec) and variants by `variant_id`.
 A snapshot only ever adds information: a missing field never erases a known one.
+
+Storefront events repeat the same few hundred product snapshots all day (every `Product Viewed`
+carries one). A snapshot this process has already written, in a transaction that committed, is
+skipped without a query (`_Written`, per engine, remembered only after the commit); the first
+sight of a snapshot, and any snapshot with free-form properties, is always merged with the row.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Engine, Table, event, select, update
 from sqlalchemy.orm import Session
 
 from winback.db.expressions import insert_or_ignore, one_of
@@ -133,23 +141,86 @@ def withdraw_products(session: Session, product_ids: Iterable[str], now: datetim
     )
 
 
+WRITTEN_SNAPSHOTS = 20_000  # snapshots remembered per engine (least recently seen forgotten first)
+PENDING_KEY = "winback.catalog.written"  # session.info: snapshots written in its open transaction
+
+
+class _Written:
+    """Snapshots written by committed transactions of one engine, least recently seen first."""
+
+    def __init__(self) -> None:
+        self._keys: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[Any, ...]) -> bool:
+        with self._lock:
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                return True
+            return False
+
+    def add(self, keys: Iterable[tuple[Any, ...]]) -> None:
+        with self._lock:
+            for key in keys:
+                self._keys[key] = None
+                self._keys.move_to_end(key)
+            while len(self._keys) > WRITTEN_SNAPSHOTS:
+                self._keys.popitem(last=False)
+
+
+_written: weakref.WeakKeyDictionary[Engine, _Written] = weakref.WeakKeyDictionary()
+_written_lock = threading.Lock()
+
+
+def _written_for(session: Session) -> _Written:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with _written_lock:
+        written = _written.get(engine)
+        if written is None:
+            written = _written[engine] = _Written()
+        return written
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_written(session: Session) -> None:
+    pending = session.info.pop(PENDING_KEY, None)
+    if pending:
+        written, keys = pending
+        written.add(keys)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_pending(session: Session, _previous_transaction: Any) -> None:
+    session.info.pop(PENDING_KEY, None)
+
+
+def snapshot_key(info: ProductInfo) -> tuple[Any, ...]:
+    """Everything a snapshot without free-form properties says (equal keys: nothing new)."""
+    return (
+        info.product_id, info.name, info.sku, info.brand, info.category, info.price, info.currency,
+        info.image_url, info.url, info.collections, info.variant_id, info.variant_name,
+        info.variant_sku, info.variant_price, info.variant_image_url, info.available,
+    )  # fmt: skip
+
+
 def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetime) -> None:
     """Create or enrich products, variants and collection links in the caller's transaction."""
     by_product: dict[str, list[ProductInfo]] = {}
     seen: set[tuple[Any, ...]] = set()
+    written = _written_for(session)
     for info in infos:
         if not info.properties:  # the same snapshot seen again (a product viewed twice) adds nothing
-            key = (
-                info.product_id, info.name, info.sku, info.brand, info.category, info.price, info.currency,
-                info.image_url, info.url, info.collections, info.variant_id, info.variant_name,
-                info.variant_sku, info.variant_price, info.variant_image_url, info.available,
-            )  # fmt: skip
-            if key in seen:
+            key = snapshot_key(info)
+            if key in seen or key in written:
                 continue
             seen.add(key)
         by_product.setdefault(info.product_id, []).append(info)
     if not by_product:
         return
+    if seen:  # remembered once this transaction commits (a rollback forgets them)
+        _, pending = session.info.setdefault(PENDING_KEY, (written, []))
+        pending.extend(seen)
     existing = {
         row.product_id: row
         for row in session.scalars(select(Product).where(one_of(Product.product_id, by_product)))
