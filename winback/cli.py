@@ -925,8 +925,9 @@ def flows_simulate(
         float, typer.Option(help="Days after entry an order counts for the flow.")
     ] = 5,
 ) -> None:
-    """Back-test a flow: replay the stored events of a period through it on a virtual clock, with no
-    sends and no change to live data, and print what it would have done."""
+    """Back-test a flow: replay the stored events of a period through it on a virtual clock (a date
+    or schedule trigger fires at each of its moments in the period), with no sends and no change to
+    live data, and print what it would have done."""
     import json
     from datetime import timedelta
 
