@@ -114,7 +114,7 @@ def test_a_schema_error_names_the_file_line_node_and_path(tmp_path: Path) -> Non
     error = _error(path)
     assert error.message == (
         f"{path}:16: invalid flow at node 'later' (nodes[1]): "
-        "Value error, a delay takes exactly one of 'duration', 'until_time' or 'until_property'"
+        "Value error, a delay takes exactly one of 'duration', 'until_time', 'until_property' or 'supply'"
     )
     assert error.details["file"] == str(path)
     assert error.details["problems"][0]["node_id"] == "later"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from winback.flows import definition as d
+from winback.flows import engine as flow_engine
 from winback.flows import files, library
 from winback.flows import stepping as s
 from winback.kernel.errors import InvalidInput
@@ -308,32 +310,75 @@ def test_replenishment_delay_for_100_capsules_a_day_and_5_days_shipping_is_92_da
     assert library.replenishment_delay_days(60, Decimal("0.5"), 2) == 28
     flow = library.render("replenishment", product_id="capsules-100")
     wait = flow.nodes[0]
-    assert isinstance(wait, d.DelayNode) and wait.duration == d.Duration(amount=92, unit="days")
+    assert isinstance(wait, d.DelayNode) and wait.supply == d.SupplyDelay(
+        product_id="capsules-100", days_per_item=Decimal(100), minus_days=8
+    )
+    one_bottle = {"order_id": "o1", "products": [{"product_id": "capsules-100", "quantity": 1}]}
+    assert s.supply_days(wait.supply, one_bottle) == 92
 
 
-def _order(order_id: str, product_id: str, placed_at: datetime) -> OrderFact:
-    return OrderFact(
-        order_id, "paid", Decimal(30), Decimal(0), placed_at, lines=(LineFact(product_id, None, None),)
+def _ordered(order_id: str, at: datetime, *product_ids: str) -> EventFact:
+    return EventFact(
+        "Order Completed", at, {"order_id": order_id, "products": [{"product_id": p} for p in product_ids]}
+    )
+
+
+REPLENISH = s.Plan(library.render("replenishment", product_id="capsules-100"))
+
+
+def _replenish_context(events: Sequence[EventFact] = (), quantity: int = 1) -> s.StepContext:
+    trigger = {"order_id": "o1", "products": [{"product_id": "tea", "quantity": 3},
+                                              {"product_id": "capsules-100", "quantity": quantity}]}  # fmt: skip
+    return s.StepContext(facts=CustomerFacts(profile={}), trigger=trigger, events_since_entry=tuple(events))
+
+
+def test_replenishment_waits_by_the_quantity_bought() -> None:
+    # one bottle lasts 100 days: reminded 8 days before (5 days' shipping, a 3-day lead); two, 200
+    assert s.step(REPLENISH, _start(), s.Tick(), _replenish_context(), T0).state.wake_at == T0 + timedelta(
+        days=92
+    )
+    two = s.step(REPLENISH, _start(), s.Tick(), _replenish_context(quantity=2), T0)
+    assert two.state.wake_at == T0 + timedelta(days=192)
+    # and the flow starts only for orders with the product
+    added = flow_engine.AppliedEvent(customer_id=1, event="Order Completed", type="track", traits={},
+                                     properties={"products": [{"product_id": "tea"}]}, timestamp=T0, message_id="m")  # fmt: skip
+    assert flow_engine.trigger_matches(REPLENISH.flow.trigger, added) is False
+    assert flow_engine.trigger_matches(
+        REPLENISH.flow.trigger, replace(added, properties=_replenish_context().trigger)
     )
 
 
 def test_replenishment_reminds_those_who_did_not_reorder_and_leaves_the_others_alone() -> None:
-    plan = s.Plan(library.render("replenishment", product_id="capsules-100"))
-    first_order = _order("o1", "capsules-100", T0)
-    waiting = s.step(plan, _start(), s.Tick(), _context({}, orders=[first_order]), T0)
-    assert waiting.state.wake_at == T0 + timedelta(days=92)
-
+    waiting = s.step(REPLENISH, _start(), s.Tick(), _replenish_context(), T0)
     due = T0 + timedelta(days=92)
-    reminded = s.step(plan, waiting.state, s.Tick(), _context({}, orders=[first_order]), due)
+    # the order that started the run is not a reorder, nor is an order of something else
+    not_reorders = [_ordered("o1", T0, "capsules-100"), _ordered("o2", T0 + timedelta(days=30), "tea")]
+    reminded = s.step(REPLENISH, waiting.state, s.Tick(), _replenish_context(not_reorders), due)
     assert _commands(reminded) == [("1:reminder", "send_email", None)]
     followup = s.step(
-        plan, reminded.state, s.Tick(), _context({}, orders=[first_order]), due + timedelta(days=3)
+        REPLENISH, reminded.state, s.Tick(), _replenish_context(not_reorders), due + timedelta(days=3)
     )
     assert _commands(followup) == [("1:followup", "send_sms", None)]
 
-    reorder = _order("o2", "capsules-100", T0 + timedelta(days=80))
-    skipped = s.step(plan, waiting.state, s.Tick(), _context({}, orders=[first_order, reorder]), due)
+    reorder = _ordered("o3", T0 + timedelta(days=80), "capsules-100")
+    skipped = s.step(REPLENISH, waiting.state, s.Tick(), _replenish_context([*not_reorders, reorder]), due)
     assert (skipped.commands, skipped.state.exit_reason) == ((), "reordered")
+
+
+def test_a_supply_delay_without_the_product_in_the_order_ends_the_run() -> None:
+    context = s.StepContext(facts=CustomerFacts(profile={}), trigger={"products": [{"product_id": "tea"}]})
+    result = s.step(REPLENISH, _start(), s.Tick(), context, T0)
+    assert (result.state.status, result.state.exit_reason) == ("exited", "product not in the order")
+
+
+@pytest.mark.parametrize(
+    ("quantity", "days"),
+    [(None, 92), (1, 92), ("2", 192), (0.5, 42), (0, None), (-1, None), ("lots", None), (True, None)],
+)
+def test_supply_days_read_the_quantity_on_the_line(quantity: Any, days: int | None) -> None:
+    supply = d.SupplyDelay(product_id="capsules-100", days_per_item=Decimal(100), minus_days=8)
+    line = {"product_id": "capsules-100"} | ({} if quantity is None else {"quantity": quantity})
+    assert s.supply_days(supply, {"products": [line]}) == days
 
 
 # --- other flows, stepped -----------------------------------------------------------------------

@@ -296,9 +296,18 @@ class NodeBase(Strict):
     name: str | None = Field(default=None, max_length=200)
 
 
+class SupplyDelay(Strict):
+    """Until a supply bought with the trigger's order runs low: the quantity of `product_id` on its
+    lines (`products[]`) × `days_per_item`, less `minus_days` (shipping, and a lead to decide)."""
+
+    product_id: str = Field(min_length=1, max_length=255)
+    days_per_item: Decimal = Field(gt=0, le=3650)  # how long one item lasts (100 capsules, 1 a day: 100)
+    minus_days: int = Field(default=0, ge=0, le=3650)
+
+
 class DelayNode(NodeBase):
-    """Wait a duration, until a local time of day (optionally on given weekdays), or until a date
-    property (plus an offset)."""
+    """Wait a duration, until a local time of day (optionally on given weekdays), until a date
+    property (plus an offset), or until a supply bought with the trigger's order runs low."""
 
     type: Literal["delay"]
     duration: Duration | None = None
@@ -306,13 +315,21 @@ class DelayNode(NodeBase):
     weekdays: list[Weekday] | None = None
     until_property: Literal["birthday"] | None = None
     offset_days: int = 0
+    supply: SupplyDelay | None = None
     next: str
 
     @model_validator(mode="after")
     def _one_kind(self) -> DelayNode:
-        kinds = [self.duration is not None, self.until_time is not None, self.until_property is not None]
+        kinds = [
+            self.duration is not None,
+            self.until_time is not None,
+            self.until_property is not None,
+            self.supply is not None,
+        ]
         if sum(kinds) != 1:
-            raise ValueError("a delay takes exactly one of 'duration', 'until_time' or 'until_property'")
+            raise ValueError(
+                "a delay takes exactly one of 'duration', 'until_time', 'until_property' or 'supply'"
+            )
         if self.weekdays is not None and self.until_time is None:
             raise ValueError("'weekdays' goes with 'until_time'")
         return self

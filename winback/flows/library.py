@@ -7,8 +7,9 @@ number); inside a longer string it becomes its text. Liquid (`{{ customer.first_
 alone: it is rendered at send time by the messaging layer.
 
 The definition language has no arithmetic, so a few templates derive concrete values from their
-parameters here (`DERIVED`): the replenishment delay (quantity × days per unit − shipping days −
-reminder lead), gaps between reminders given as "days after the trigger", and the like.
+parameters here (`DERIVED`): how long one replenished item lasts (quantity × days per unit) and
+what comes off the end (shipping days + reminder lead), gaps between reminders given as "days
+after the trigger", and the like.
 """
 
 from __future__ import annotations
@@ -333,13 +334,12 @@ def _replenishment(values: Mapping[str, Value]) -> dict[str, Value]:
             field="quantity",
             template="replenishment",
         )
-    followup = _as_int(values["followup_after_days"])
-    # "Reordered?" looks at orders of the product in a window that ends now and starts a day after
-    # the order that started the run, so that order itself never counts as the reorder.
+    # The delay node multiplies by the quantity on the order: how long one item lasts, and what
+    # comes off the end (the reorder's shipping, and the time to decide).
+    days_per_item = Decimal(_as_int(values["quantity"])) * Decimal(days_per_unit)
     return {
-        "delay_days": delay,
-        "reorder_window_days": delay - 1,
-        "followup_window_days": delay + followup - 1,
+        "days_per_item": days_per_item,
+        "minus_days": _as_int(values["shipping_days"]) + _as_int(values["reminder_lead_days"]),
     }
 
 

@@ -13,10 +13,11 @@ crash between writing it and recording the step) is detected by the worker and i
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -172,7 +173,10 @@ def step(plan: Plan, state: RunState, stimulus: Stimulus, context: StepContext, 
             continue
         if isinstance(node, d.DelayNode):
             wake_at = delay_until(node, context, now)
-            if wake_at is None:  # e.g. no birthday on the profile: nothing to wait for
+            if wake_at is None:  # no birthday on the profile, or no such product in the order
+                if node.supply is not None:
+                    history.append(Visit(node.id, now, "skipped: not in the order"))
+                    return _finish(state, "exited", "product not in the order", now, history, commands)
                 history.append(Visit(node.id, now, "skipped: no date"))
                 return _finish(state, "exited", "no date to wait for", now, history, commands)
             if wake_at <= now:
@@ -351,9 +355,12 @@ def pick_branch(percents: Sequence[Decimal], number: Decimal) -> int:
 
 
 def delay_until(node: d.DelayNode, context: StepContext, now: datetime) -> datetime | None:
-    """When a delay node releases a run that reaches it at `now`."""
+    """When a delay node releases a run that reaches it at `now` (None: nothing to wait for)."""
     if node.duration is not None:
         return now + timedelta(seconds=node.duration.seconds)
+    if node.supply is not None:
+        days = supply_days(node.supply, context.trigger)
+        return None if days is None else now + timedelta(days=max(days, 0))
     zone = ZoneInfo(context.timezone)
     local = now.astimezone(zone)
     if node.until_time is not None:
@@ -373,6 +380,32 @@ def delay_until(node: d.DelayNode, context: StepContext, now: datetime) -> datet
         if moment > local:
             return moment.astimezone(now.tzinfo)
     return None
+
+
+def supply_days(supply: d.SupplyDelay, trigger: Mapping[str, Any]) -> int | None:
+    """Days until the supply bought with the trigger's order runs low: its quantity of the product
+    (lines without a quantity count one) × days per item, less `minus_days`, rounded down (better
+    a day early than a day without); None when the order has none of the product."""
+    lines = trigger.get("products")
+    quantity = Decimal(0)
+    for line in lines if isinstance(lines, list) else ():
+        if isinstance(line, dict) and str(line.get("product_id") or "") == supply.product_id:
+            quantity += _quantity(line.get("quantity"))
+    if quantity <= 0:
+        return None
+    return math.floor(quantity * supply.days_per_item) - supply.minus_days
+
+
+def _quantity(value: Any) -> Decimal:
+    if value is None:
+        return Decimal(1)
+    if isinstance(value, bool):
+        return Decimal(0)
+    try:
+        quantity = Decimal(str(value))
+    except InvalidOperation:
+        return Decimal(0)
+    return quantity if quantity.is_finite() and quantity > 0 else Decimal(0)
 
 
 def _on_year(day: date, year: int) -> date:
