@@ -853,27 +853,10 @@ def product_adds_information(
     product: Product | None, variant: ProductVariant | None, info: catalog.ProductInfo
 ) -> bool:
     """Would upserting `info` change anything? (Lets a re-import leave the catalog untouched.)"""
-    if product is None:
-        return True
-    for attribute in ("name", "sku", "brand", "category", "price", "currency", "image_url", "url"):
-        value = getattr(info, attribute)
-        if value is not None and getattr(product, attribute) != value:
-            return True
-    if not set(info.collections) <= set(product.collections or []):
-        return True
-    if info.available is not None and product.available != info.available:
+    if product is None or catalog.product_changes(product, info):
         return True
     if info.variant_id:
-        if variant is None:
-            return True
-        for attribute, value in (
-            ("name", info.variant_name),
-            ("sku", info.variant_sku),
-            ("price", info.variant_price),
-            ("image_url", info.variant_image_url),
-        ):
-            if value is not None and getattr(variant, attribute) != value:
-                return True
+        return variant is None or bool(catalog.variant_changes(variant, info))
     return False
 
 

@@ -107,28 +107,51 @@ def for_sale(status: str | None, published: bool | None) -> bool | None:
     return True if status == "active" or published is True else None
 
 
-def _merge_product(row: Product, info: ProductInfo, now: datetime) -> None:
-    """Enrich a product row; it is only written (and `updated_at` moved) when something changed."""
-    changed = False
-    for attribute in ("name", "sku", "brand", "category", "price", "currency", "image_url", "url"):
-        value = getattr(info, attribute)
-        if value is not None and getattr(row, attribute) != value:
-            setattr(row, attribute, value)
-            changed = True
+PRODUCT_FIELDS = ("name", "sku", "brand", "category", "price", "currency", "image_url", "url")
+# variant column → the snapshot field that sets it
+VARIANT_FIELDS = (
+    ("name", "variant_name"),
+    ("sku", "variant_sku"),
+    ("price", "variant_price"),
+    ("image_url", "variant_image_url"),
+)
+
+
+def product_changes(row: Product, info: ProductInfo) -> dict[str, Any]:
+    """The columns a snapshot would change on a product row, with their new values (empty: it adds
+    nothing). Collections and properties are merged, never replaced."""
+    changes = {
+        attribute: value
+        for attribute in PRODUCT_FIELDS
+        if (value := getattr(info, attribute)) is not None and getattr(row, attribute) != value
+    }
     if info.collections:
         merged = list(dict.fromkeys([*(row.collections or []), *info.collections]))
         if merged != row.collections:
-            row.collections = merged
-            changed = True
+            changes["collections"] = merged
     if info.properties:
         properties = {**(row.properties or {}), **info.properties}
         if properties != row.properties:
-            row.properties = properties
-            changed = True
+            changes["properties"] = properties
     if info.available is not None and row.available != info.available:
-        row.available = info.available
-        changed = True
-    if changed:
+        changes["available"] = info.available
+    return changes
+
+
+def variant_changes(variant: ProductVariant, info: ProductInfo) -> dict[str, Any]:
+    """The columns a snapshot would change on its variant's row."""
+    return {
+        column: value
+        for column, field_name in VARIANT_FIELDS
+        if (value := getattr(info, field_name)) is not None and getattr(variant, column) != value
+    }
+
+
+def _apply(row: Product | ProductVariant, changes: Mapping[str, Any], now: datetime) -> None:
+    """Write changes to a row; `updated_at` moves only when something changed."""
+    for column, value in changes.items():
+        setattr(row, column, value)
+    if changes:
         row.updated_at = now
 
 
@@ -248,7 +271,7 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
             existing[product_id] = row
         known_collections = set(row.collections or [])
         for info in group:
-            _merge_product(row, info, now)
+            _apply(row, product_changes(row, info), now)
             if info.variant_id:
                 variant = variants.get(info.variant_id)
                 if variant is None:
@@ -257,18 +280,7 @@ def upsert_products(session: Session, infos: Iterable[ProductInfo], now: datetim
                     )
                     session.add(variant)
                     variants[info.variant_id] = variant
-                variant_changed = False
-                for attribute, value in (
-                    ("name", info.variant_name),
-                    ("sku", info.variant_sku),
-                    ("price", info.variant_price),
-                    ("image_url", info.variant_image_url),
-                ):
-                    if value is not None and getattr(variant, attribute) != value:
-                        setattr(variant, attribute, value)
-                        variant_changed = True
-                if variant_changed:
-                    variant.updated_at = now
+                _apply(variant, variant_changes(variant, info), now)
         new_links.extend(
             {"product_id": product_id, "collection": collection}
             for collection in sorted(set(row.collections or []) - known_collections)
