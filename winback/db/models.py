@@ -534,9 +534,12 @@ class FlowRun(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
+        # (due_at, id): the claim's ORDER BY due_at, id walks it and stops at the limit, instead
+        # of sorting every due run (PostgreSQL: 24–31 ms per claim of 200 at 30,000 due → 2 ms).
         Index(
             "ix_flow_runs_due",
             "due_at",
+            "id",
             sqlite_where=text("due_at IS NOT NULL"),
             postgresql_where=text("due_at IS NOT NULL"),
         ),
