@@ -16,16 +16,28 @@ from winback.db.models import (
     CustomerCollection,
     CustomerIdentity,
     CustomerProduct,
+    DiscountCode,
     Event,
+    FlowRun,
     IntentSession,
+    Message,
     Order,
     OrderLine,
+    OutboxEntry,
+    PushSubscription,
     Refund,
 )
+from winback.flows.engine import active_key
 from winback.processing.aggregates import combine_profiles
 from winback.segments import membership
 
-MOVED_TABLES = (Event, Order, OrderLine, Refund, Checkout, ConsentRecord, CustomerIdentity, IntentSession)
+MOVED_TABLES = (
+    Event, Order, OrderLine, Refund, Checkout, ConsentRecord, CustomerIdentity, IntentSession,
+    # what winback did for the person: their messages (attribution, caps and reports count them per
+    # profile), queued commands, discount codes and browsers' push subscriptions
+    Message, OutboxEntry, DiscountCode, PushSubscription,
+)  # fmt: skip
+MERGED_RUN_EXIT = "merged into another profile's run"
 
 
 def merge_into(session: Session, absorbed: Customer, survivor: Customer, now: datetime) -> None:
@@ -39,6 +51,7 @@ def merge_into(session: Session, absorbed: Customer, survivor: Customer, now: da
     _merge_bought(session, CustomerProduct, CustomerProduct.product_id, absorbed.id, survivor.id)
     _merge_bought(session, CustomerCollection, CustomerCollection.collection, absorbed.id, survivor.id)
     membership.move_list_memberships(session, absorbed.id, survivor.id)
+    _move_flow_runs(session, absorbed.id, survivor.id, now)
     session.execute(
         update(Customer).where(Customer.merged_into_id == absorbed.id).values(merged_into_id=survivor.id),
         execution_options={"synchronize_session": False},
@@ -48,6 +61,47 @@ def merge_into(session: Session, absorbed: Customer, survivor: Customer, now: da
     absorbed.merged_into_id = survivor.id
     absorbed.updated_at = now
     survivor.updated_at = now
+
+
+def _move_flow_runs(session: Session, absorbed_id: int, survivor_id: int, now: datetime) -> None:
+    """The absorbed profile's flow runs go on as the survivor's, so they see the survivor's events
+    from now on (an order placed after logging in ends the cart reminders the guest's checkout
+    started). A run under way whose flow (and checkout or order) the survivor is already in ends
+    instead: still one active run per flow and customer."""
+    finished = (
+        update(FlowRun)
+        .where(FlowRun.customer_id == absorbed_id, FlowRun.active_key.is_(None))
+        .values(customer_id=survivor_id)
+    )
+    session.execute(finished, execution_options={"synchronize_session": False})
+    under_way = session.execute(
+        select(FlowRun.id, FlowRun.flow_id, FlowRun.active_key).where(
+            FlowRun.customer_id == absorbed_id, FlowRun.active_key.is_not(None)
+        )
+    ).all()
+    if not under_way:
+        return
+    moved: dict[int, str] = {}
+    for run_id, flow_id, key in under_way:
+        prefix = f"{flow_id}:{absorbed_id}"
+        scope = key[len(prefix) + 1 :] if key.startswith(prefix + ":") else None
+        moved[run_id] = active_key(flow_id, survivor_id, scope)
+    taken = set(
+        session.scalars(select(FlowRun.active_key).where(FlowRun.active_key.in_(list(moved.values()))))
+    )
+    for run_id, key in moved.items():
+        values: dict[str, object]
+        if key in taken:
+            values = {"status": "exited", "exit_reason": MERGED_RUN_EXIT, "active_key": None, "due_at": None,
+                      "wake_at": None, "finished_at": now}  # fmt: skip
+        else:
+            values = {"active_key": key}
+        session.execute(
+            update(FlowRun)
+            .where(FlowRun.id == run_id)
+            .values(customer_id=survivor_id, updated_at=now, **values),
+            execution_options={"synchronize_session": False},
+        )
 
 
 def _merge_bought(session: Session, model: type, key_column, absorbed_id: int, survivor_id: int) -> None:  # type: ignore[no-untyped-def]

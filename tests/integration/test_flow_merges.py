@@ -1,0 +1,121 @@
+"""Identity merges and flow runs, through the real processor on both databases: a guest's run goes
+on as the logged-in customer's, so it sees their order and stops; a run the survivor is already in
+wins; messages, codes and push subscriptions follow the person."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from winback.db.engine import transaction
+from winback.db.models import Customer, FlowRun, Message, OutboxEntry, PushSubscription
+from winback.flows import engine as flow_engine
+from winback.flows import service
+from winback.ingest.segment import parse_message
+from winback.ingest.store import store_events
+from winback.kernel.clock import VirtualClock
+from winback.processing.merge import MERGED_RUN_EXIT
+from winback.processing.processor import process_pending
+from winback.runtime import Runtime
+
+REMINDER = {
+    "trigger": {"type": "event", "event": "Checkout Started"},
+    "entry": {"reentry": {"mode": "every_time"}},
+    "exit_when": [{"type": "event_since_entry", "event": "Order Completed"}],
+    "start": "wait",
+    "nodes": [
+        {"id": "wait", "type": "delay", "duration": {"amount": 1, "unit": "hours"}, "next": "sms"},
+        {"id": "sms", "type": "action", "action": {"type": "send_sms", "body": "Still thinking it over?"}},
+    ],
+}
+PRODUCTS = [{"product_id": "p1", "price": 40, "quantity": 1}]
+
+
+def _send(runtime: Runtime, kind: str, **message: Any) -> None:
+    now = runtime.clock.now()
+    row = parse_message({"timestamp": now.isoformat(), **message}, received_at=now, message_type=kind)
+    store_events(runtime.engine, [row])
+    process_pending(runtime)
+
+
+def _live(runtime: Runtime) -> int:
+    with transaction(runtime.engine) as session:
+        flow = service.create_flow(session, name="reminder", definition=REMINDER, now=runtime.clock.now())
+        service.set_status(session, flow.id, "live", runtime.clock.now())
+        return flow.id
+
+
+def _runs(runtime: Runtime) -> list[tuple[str | None, str, str | None]]:
+    """(customer user id, status, exit reason) of every run, oldest first."""
+    with Session(runtime.engine) as session:
+        query = (
+            sa.select(Customer.user_id, FlowRun.status, FlowRun.exit_reason)
+            .join(Customer, Customer.id == FlowRun.customer_id)
+            .order_by(FlowRun.id)
+        )
+        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+
+
+def _outbox_count(runtime: Runtime) -> int:
+    with Session(runtime.engine) as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(OutboxEntry)) or 0
+
+
+def test_a_guests_run_stops_when_they_log_in_and_order(runtime: Runtime, clock: VirtualClock) -> None:
+    # given ann, known by her user id, and the reminder flow live
+    _live(runtime)
+    _send(runtime, "identify", userId="u1", anonymousId="phone", traits={"email": "ann@example.com"})
+    # when a guest on a laptop starts a checkout (their run begins, on the guest profile)
+    _send(runtime, "track", anonymousId="laptop", event="Checkout Started",
+          properties={"checkout_id": "k1", "value": 40, "products": PRODUCTS})  # fmt: skip
+    assert flow_engine.step_due_runs(runtime) == 1
+    assert _runs(runtime) == [(None, "waiting", None)]
+    # and then logs in as ann (the guest merges into her) and orders
+    clock.advance(timedelta(minutes=20))
+    _send(runtime, "identify", userId="u1", anonymousId="laptop")
+    _send(runtime, "track", userId="u1", event="Order Completed",
+          properties={"order_id": "o1", "total": 40, "products": PRODUCTS})  # fmt: skip
+    # then the run is ann's now, sees her order and stops: no reminder
+    clock.advance(timedelta(hours=1))
+    flow_engine.step_due_runs(runtime)
+    assert _runs(runtime) == [("u1", "exited", "Order Completed since entry")]
+    assert _outbox_count(runtime) == 0
+
+
+def test_a_run_the_survivor_is_already_in_wins(runtime: Runtime, clock: VirtualClock) -> None:
+    # given ann in the flow from her own checkout, and a guest in it from another
+    _live(runtime)
+    _send(runtime, "identify", userId="u1", anonymousId="phone", traits={"email": "ann@example.com"})
+    _send(runtime, "track", userId="u1", event="Checkout Started",
+          properties={"checkout_id": "k0", "value": 40, "products": PRODUCTS})  # fmt: skip
+    _send(runtime, "track", anonymousId="laptop", event="Checkout Started",
+          properties={"checkout_id": "k1", "value": 40, "products": PRODUCTS})  # fmt: skip
+    flow_engine.step_due_runs(runtime)
+    # when the guest turns out to be ann
+    _send(runtime, "identify", userId="u1", anonymousId="laptop")
+    # then ann keeps her run, the guest's ends, and one reminder goes out
+    assert _runs(runtime) == [("u1", "waiting", None), ("u1", "exited", MERGED_RUN_EXIT)]
+    clock.advance(timedelta(hours=1))
+    assert flow_engine.step_due_runs(runtime) == 1
+    assert _outbox_count(runtime) == 1
+
+
+def test_messages_and_push_subscriptions_follow_the_person(runtime: Runtime, clock: VirtualClock) -> None:
+    _send(runtime, "identify", userId="u1", anonymousId="phone", traits={"email": "ann@example.com"})
+    _send(runtime, "page", anonymousId="laptop", name="Home")
+    with Session(runtime.engine) as session:
+        guest = session.scalar(sa.select(Customer.id).where(Customer.user_id.is_(None)))
+        ann = session.scalar(sa.select(Customer.id).where(Customer.user_id == "u1"))
+    now = clock.now()
+    with transaction(runtime.engine) as session:
+        session.add(Message(customer_id=guest, channel="push", status="sent", priority=50, transactional=False,
+                            attempts=1, media_urls=[], created_at=now, updated_at=now, sent_at=now))  # fmt: skip
+        session.add(PushSubscription(customer_id=guest, endpoint="https://push.example/laptop", p256dh="k",
+                                     auth="a", created_at=now))  # fmt: skip
+    _send(runtime, "identify", userId="u1", anonymousId="laptop")
+    with Session(runtime.engine) as session:
+        assert session.scalars(sa.select(Message.customer_id)).all() == [ann]
+        assert session.scalars(sa.select(PushSubscription.customer_id)).all() == [ann]
