@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # Worker loops.
     worker_poll_s: float = 0.5
     worker_lease_s: float = 30.0
+    # An event that happened longer ago than this when it is applied starts no flow run: imported
+    # history, a client that was offline for days, a checkout abandoned long before it was seen.
+    flow_trigger_max_age_h: float = Field(default=48, gt=0)
     process_batch_size: int = 1000  # events per transaction: bigger batches share fixed costs
 
     cors_origins: list[str] = ["*"]

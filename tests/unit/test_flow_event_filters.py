@@ -161,3 +161,40 @@ def test_an_exit_rule_follows_only_the_runs_order() -> None:
     result = s.step(PLAN, waiting, s.EventArrived(refund.event, refund.timestamp, refund.properties),
                     _context((refund,)), refund.timestamp)  # fmt: skip
     assert (result.state.status, result.state.exit_reason) == ("exited", "Order Refunded since entry")
+
+
+# --- which events may start runs -----------------------------------------------------------------
+
+
+def _applied(name: str, at: datetime, **properties: Any) -> flow_engine.AppliedEvent:
+    return flow_engine.AppliedEvent(customer_id=1, event=name, type="track", properties=properties, traits={},
+                                    timestamp=at, message_id="m")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (_applied("Order Completed", T0), True),
+        (_applied("Order Completed", T0 - timedelta(hours=47)), True),  # a client offline for a while
+        (_applied("Order Completed", T0 - timedelta(days=3)), False),  # imported history
+        (_applied("Order Completed", T0 - timedelta(days=30) - timedelta(minutes=1)), False),  # before live
+        # an abandonment is as old as the shopper's last activity, not its (sweep-time) stamp
+        (_applied("Checkout Abandoned", T0, last_activity_at=(T0 - timedelta(hours=1)).isoformat()), True),
+        (_applied("Checkout Abandoned", T0, last_activity_at=(T0 - timedelta(days=200)).isoformat()), False),
+        (_applied("Checkout Abandoned", T0, last_activity_at="not a date"), True),
+    ],
+)
+def test_only_recent_events_after_the_flow_went_live_start_runs(
+    event: flow_engine.AppliedEvent, expected: bool
+) -> None:
+    live_since = T0 - timedelta(days=30)
+    assert flow_engine.may_trigger(event, live_since, T0, timedelta(hours=48)) is expected
+
+
+def test_an_event_from_before_the_flow_went_live_starts_nothing() -> None:
+    assert (
+        flow_engine.may_trigger(
+            _applied("Order Completed", T0 - timedelta(seconds=1)), T0, T0, timedelta(hours=48)
+        )
+        is False
+    )

@@ -49,6 +49,7 @@ from winback.flows import definition as d
 from winback.flows import stepping
 from winback.ingest import store as event_store
 from winback.ingest.segment import derived_event
+from winback.kernel.clock import as_utc
 from winback.runtime import Runtime
 from winback.segments import evaluator, facts, membership
 
@@ -171,7 +172,38 @@ def any_live_flows(session: Session) -> bool:
     return session.scalar(select(exists().where(Flow.status == "live"))) is True
 
 
-def enrol_for_events(session: Session, applied: Sequence[AppliedEvent], now: datetime, timezone: str) -> int:
+# Derived events stamped when winback noticed something, not when the shopper did it: their
+# `last_activity_at` says when that was.
+NOTICED_LATER = frozenset({"Checkout Abandoned", "Cart Abandoned", "Browse Abandoned", "Search Abandoned"})
+
+
+def occurred_at(event: AppliedEvent) -> datetime:
+    """When what an event reports happened: its timestamp, or for an abandonment the shopper's last
+    activity (the sweep stamps the event when it notices, maybe long after: an imported checkout)."""
+    if event.event in NOTICED_LATER:
+        last_activity = event.properties.get("last_activity_at")
+        if isinstance(last_activity, str):
+            try:
+                return as_utc(datetime.fromisoformat(last_activity))
+            except ValueError:
+                pass
+    return event.timestamp
+
+
+def may_trigger(event: AppliedEvent, live_since: datetime, now: datetime, max_age: timedelta) -> bool:
+    """Whether an event may start runs of a flow live since `live_since`: it came after the flow
+    went live (or was last edited), and what it reports happened within `max_age` of now. Imported
+    history and events long delayed start nothing. Pure."""
+    return event.timestamp >= as_utc(live_since) and occurred_at(event) >= now - max_age
+
+
+def enrol_for_events(
+    session: Session,
+    applied: Sequence[AppliedEvent],
+    now: datetime,
+    timezone: str,
+    max_age: timedelta = timedelta(hours=48),
+) -> int:
     """Start runs of live flows whose trigger these events fire; returns how many started."""
     if not applied:
         return 0
@@ -180,7 +212,9 @@ def enrol_for_events(session: Session, applied: Sequence[AppliedEvent], now: dat
     for flow, version_id in live:
         plan = plan_of(session, version_id)
         candidates.extend(
-            (flow, version_id, plan, event) for event in applied if trigger_matches(plan.flow.trigger, event)
+            (flow, version_id, plan, event)
+            for event in applied
+            if trigger_matches(plan.flow.trigger, event) and may_trigger(event, flow.updated_at, now, max_age)
         )
     return enrol(session, candidates, now, timezone)
 

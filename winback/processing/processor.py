@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, bindparam, inspect, select, text, update
@@ -36,7 +36,6 @@ from winback.runtime import Runtime
 from winback.segments import membership
 
 log = logging.getLogger(__name__)
-
 
 
 def _value_columns(model: type[Base]) -> tuple[str, ...]:
@@ -358,7 +357,8 @@ class BatchProcessor:
                 for prepared in self.events
                 if prepared.customer is not None
             ]
-            flow_engine.enrol_for_events(self.session, applied, self.now, self.profile.timezone)
+            max_age = timedelta(hours=self.runtime.settings.flow_trigger_max_age_h)
+            flow_engine.enrol_for_events(self.session, applied, self.now, self.profile.timezone, max_age)
         flow_engine.wake_for_events(self.session, touched, self.now)
 
     def _credit_messages(self) -> None:

@@ -1,6 +1,7 @@
-"""Identity merges and flow runs, through the real processor on both databases: a guest's run goes
-on as the logged-in customer's, so it sees their order and stops; a run the survivor is already in
-wins; messages, codes and push subscriptions follow the person."""
+"""Who is in a flow, through the real processor on both databases: a guest's run goes on as the
+logged-in customer's after a merge, so it sees their order and stops; a run the survivor is already
+in wins; messages, codes and push subscriptions follow the person; and imported history or a
+checkout abandoned long ago starts no run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from winback.commerce import abandonment
 from winback.db.engine import transaction
 from winback.db.models import Customer, FlowRun, Message, OutboxEntry, PushSubscription
 from winback.flows import engine as flow_engine
@@ -119,3 +121,26 @@ def test_messages_and_push_subscriptions_follow_the_person(runtime: Runtime, clo
     with Session(runtime.engine) as session:
         assert session.scalars(sa.select(Message.customer_id)).all() == [ann]
         assert session.scalars(sa.select(PushSubscription.customer_id)).all() == [ann]
+
+
+# --- history does not trigger flows ---------------------------------------------------------------
+
+
+def test_imported_history_and_stale_abandonments_start_no_runs(runtime: Runtime, clock: VirtualClock) -> None:
+    # given the reminder flow live, and a year-old checkout arriving now (an import of history)
+    _live(runtime)
+    old = clock.now() - timedelta(days=365)
+    row = parse_message({"anonymousId": "a-old", "event": "Checkout Started", "timestamp": old.isoformat(),
+                         "properties": {"checkout_id": "k-old", "value": 40, "products": PRODUCTS}},
+                        received_at=clock.now(), message_type="track")  # fmt: skip
+    store_events(runtime.engine, [row])
+    process_pending(runtime)
+    # then it starts no run, and neither does its abandonment when the sweep finds it
+    assert _runs(runtime) == []
+    assert abandonment.sweep(runtime).checkouts_abandoned == 1
+    process_pending(runtime)
+    assert _runs(runtime) == []
+    # while a checkout started now does, and its abandonment an hour later is fresh enough too
+    _send(runtime, "track", anonymousId="a-new", event="Checkout Started",
+          properties={"checkout_id": "k-new", "value": 40, "products": PRODUCTS})  # fmt: skip
+    assert [status for _, status, _ in _runs(runtime)] == ["active"]
