@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from winback.commerce import abandonment
 from winback.db.engine import transaction
-from winback.db.models import Customer, FlowRun, Message, OutboxEntry, PushSubscription
+from winback.db.models import Customer, Event, FlowRun, Message, OutboxEntry, PushSubscription
 from winback.flows import engine as flow_engine
 from winback.flows import service
 from winback.ingest.segment import parse_message
@@ -22,6 +22,7 @@ from winback.kernel.clock import VirtualClock
 from winback.processing.merge import MERGED_RUN_EXIT
 from winback.processing.processor import process_pending
 from winback.runtime import Runtime
+from winback.segments import service as segments
 
 REMINDER = {
     "trigger": {"type": "event", "event": "Checkout Started"},
@@ -144,3 +145,37 @@ def test_imported_history_and_stale_abandonments_start_no_runs(runtime: Runtime,
     _send(runtime, "track", anonymousId="a-new", event="Checkout Started",
           properties={"checkout_id": "k-new", "value": 40, "products": PRODUCTS})  # fmt: skip
     assert [status for _, status, _ in _runs(runtime)] == ["active"]
+
+
+def test_history_that_moves_someone_into_a_segment_starts_no_segment_flow(
+    runtime: Runtime, clock: VirtualClock
+) -> None:
+    # given a "has ordered" segment and a welcome-to-buyers flow on entering it
+    with transaction(runtime.engine) as session:
+        segment_id = segments.create_segment(
+            session, name="buyers", definition={"type": "order_count", "compare": {"op": "gte", "value": 1}},
+            now=clock.now(), timezone="UTC",
+        ).id  # fmt: skip
+        flow = {"trigger": {"type": "segment_entered", "segment_id": segment_id},
+                "start": "tag", "nodes": [{"id": "tag", "type": "action", "action": {"type": "add_tag", "tag": "hi"}}]}  # fmt: skip
+        created = service.create_flow(session, name="buyers", definition=flow, now=clock.now())
+        service.set_status(session, created.id, "live", clock.now())
+    # when last year's order of bob is imported, and ann orders now
+    old = clock.now() - timedelta(days=365)
+    row = parse_message({"userId": "bob", "event": "Order Completed", "timestamp": old.isoformat(),
+                         "properties": {"order_id": "o-old", "total": 40, "products": PRODUCTS}},
+                        received_at=clock.now(), message_type="track")  # fmt: skip
+    store_events(runtime.engine, [row])
+    process_pending(runtime)
+    _send(runtime, "track", userId="ann", event="Order Completed",
+          properties={"order_id": "o-new", "total": 40, "products": PRODUCTS})  # fmt: skip
+    process_pending(runtime)  # (the Segment Entered events themselves)
+    # then both entered the segment, but only ann's entry starts the flow
+    with Session(runtime.engine) as session:
+        entered = session.execute(
+            sa.select(Customer.user_id, Event.properties).join(Customer, Customer.id == Event.customer_id)
+            .where(Event.event == "Segment Entered").order_by(Customer.user_id)
+        ).all()  # fmt: skip
+    assert [user for user, _ in entered] == ["ann", "bob"]
+    assert entered[1][1]["caused_at"] == old.isoformat()
+    assert [user for user, _, _ in _runs(runtime)] == ["ann"]

@@ -172,21 +172,29 @@ def any_live_flows(session: Session) -> bool:
     return session.scalar(select(exists().where(Flow.status == "live"))) is True
 
 
-# Derived events stamped when winback noticed something, not when the shopper did it: their
-# `last_activity_at` says when that was.
-NOTICED_LATER = frozenset({"Checkout Abandoned", "Cart Abandoned", "Browse Abandoned", "Search Abandoned"})
+# Derived events stamped when winback noticed something, not when the shopper did it, and the
+# property that says when that was.
+NOTICED_LATER = {
+    "Checkout Abandoned": "last_activity_at",
+    "Cart Abandoned": "last_activity_at",
+    "Browse Abandoned": "last_activity_at",
+    "Search Abandoned": "last_activity_at",
+    "Segment Entered": "caused_at",  # set when the events that moved them were older than now
+    "Segment Exited": "caused_at",
+}
 
 
 def occurred_at(event: AppliedEvent) -> datetime:
     """When what an event reports happened: its timestamp, or for an abandonment the shopper's last
-    activity (the sweep stamps the event when it notices, maybe long after: an imported checkout)."""
-    if event.event in NOTICED_LATER:
-        last_activity = event.properties.get("last_activity_at")
-        if isinstance(last_activity, str):
-            try:
-                return as_utc(datetime.fromisoformat(last_activity))
-            except ValueError:
-                pass
+    activity (the sweep stamps the event when it notices, maybe long after: an imported checkout),
+    for a segment change the time of the events that caused it (imported history)."""
+    name = NOTICED_LATER.get(event.event or "")
+    value = event.properties.get(name) if name else None
+    if isinstance(value, str):
+        try:
+            return as_utc(datetime.fromisoformat(value))
+        except ValueError:
+            pass
     return event.timestamp
 
 

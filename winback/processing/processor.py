@@ -337,7 +337,12 @@ class BatchProcessor:
         """Re-check segment membership for every profile the batch touched (absorbed ones leave)."""
         touched = {prepared.customer.id for prepared in self.events if prepared.customer is not None}
         touched.update(absorbed.id for absorbed, _survivor in self.merges if absorbed.id is not None)
-        membership.refresh_customers(self.session, touched, self.now, self.profile.timezone)
+        newest: dict[int, datetime] = {}  # per customer, when the newest event applied happened
+        for prepared in self.events:
+            if prepared.customer is not None:
+                at = prepared.row.timestamp
+                newest[prepared.customer.id] = max(at, newest.get(prepared.customer.id, at))
+        membership.refresh_customers(self.session, touched, self.now, self.profile.timezone, caused_at=newest)
 
     def _start_and_wake_flows(self) -> None:
         """Triggers fire for the batch's events, and the touched customers' waiting runs are looked

@@ -278,11 +278,17 @@ def forget_members(session: Session, segment: Segment) -> None:
 
 
 def refresh_customers(
-    session: Session, customer_ids: Iterable[int], now: datetime, timezone: str
+    session: Session,
+    customer_ids: Iterable[int],
+    now: datetime,
+    timezone: str,
+    caused_at: Mapping[int, datetime] | None = None,
 ) -> list[MembershipChange]:
     """Re-check every active segment for `customer_ids` with the in-memory evaluator and store
     (and announce) the changes. Cheap when there are no active segments: one small query (and on
-    PostgreSQL an advisory lock)."""
+    PostgreSQL an advisory lock). `caused_at`: per customer, when what changed them happened (the
+    newest event of theirs just applied), carried on the transition events as `caused_at` when
+    it is earlier than `now` (imported history), so flows can tell old news from new."""
     ids = sorted(set(customer_ids))
     if not ids:
         return []
@@ -337,7 +343,7 @@ def refresh_customers(
     people = {
         cid: _Person(fact.profile.get("user_id"), fact.is_member_candidate) for cid, fact in known.items()
     }
-    _announce(session, changes, people, now)
+    _announce(session, changes, people, now, caused_at or {})
     return [change for _, _, change in changes if not change.is_empty]
 
 
@@ -573,8 +579,10 @@ def _announce(
     changes: Sequence[tuple[int, str, MembershipChange]],
     people: Mapping[int, _Person],
     now: datetime,
+    caused_at: Mapping[int, datetime] | None = None,
 ) -> None:
     """Append one derived event per transition of a reachable customer (exits before entries)."""
+    caused_at = caused_at or {}
     rows: list[EventRow] = []
     for segment_id, name, change in changes:
         for kind, event, customer_ids in (
@@ -585,23 +593,37 @@ def _announce(
                 person = people.get(customer_id)
                 if person is None or not person.is_reachable:
                     continue
-                rows.append(segment_event(segment_id, name, customer_id, person.user_id, kind, event, now))
+                rows.append(
+                    segment_event(segment_id, name, customer_id, person.user_id, kind, event, now,
+                                  caused_at=caused_at.get(customer_id))
+                )  # fmt: skip
     for start in range(0, len(rows), WRITE_CHUNK):
         append_events(session.connection(), rows[start : start + WRITE_CHUNK])
 
 
 def segment_event(
-    segment_id: int, name: str, customer_id: int, user_id: str | None, kind: str, event: str, now: datetime
+    segment_id: int,
+    name: str,
+    customer_id: int,
+    user_id: str | None,
+    kind: str,
+    event: str,
+    now: datetime,
+    *,
+    caused_at: datetime | None = None,
 ) -> EventRow:
     """The derived event for one transition; its message id is unique per segment, customer,
-    direction and moment."""
+    direction and moment. `caused_at` is kept when the cause is older than `now`."""
+    properties: dict[str, Any] = {"segment_id": segment_id, "segment_name": name}
+    if caused_at is not None and caused_at < now:
+        properties["caused_at"] = caused_at.isoformat()
     return derived_event(
         message_id=f"derived:segment:{segment_id}:{customer_id}:{kind}:{now.isoformat()}",
         customer_id=customer_id,
         user_id=user_id,
         at=now,
         event=event,
-        properties={"segment_id": segment_id, "segment_name": name},
+        properties=properties,
     )
 
 
