@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from winback.flows import definition as d
 from winback.flows import scheduler
-from winback.flows.simulate_schedules import date_firings, member_at, schedule_occurrences
+from winback.flows.simulate_schedules import date_firings, member_at, schedule_occurrences, transition_time
 
 
 def _utc(*parts: int) -> datetime:
@@ -151,3 +151,11 @@ def test_a_campaign_at_recipient_local_time_fires_per_offset_with_its_timezones(
     assert "UTC" in by_moment[_utc(2026, 3, 3, 10)]
     assert "America/New_York" in by_moment[_utc(2026, 3, 3, 15)]
     assert all(_utc(2026, 3, 3, 8, 30) <= moment < _utc(2026, 3, 3, 15, 30) for moment in by_moment)
+
+
+def test_a_transition_counts_from_what_caused_it_when_that_was_earlier() -> None:
+    stamp = _utc(2026, 6, 1, 12)
+    assert transition_time(stamp, {}) == stamp
+    assert transition_time(stamp, {"caused_at": "2025-06-01T12:00:00+00:00"}) == _utc(2025, 6, 1, 12)
+    assert transition_time(stamp, {"caused_at": "2027-01-01T00:00:00+00:00"}) == stamp  # never later
+    assert transition_time(stamp, {"caused_at": "garbage"}) == stamp

@@ -136,7 +136,8 @@ def _segments_as_of(known: evaluator.CustomerFacts, now: datetime) -> frozenset[
         if event.event in (SEGMENT_ENTERED, SEGMENT_EXITED):
             segment_id = event.properties.get("segment_id")
             if isinstance(segment_id, int):
-                transitions[segment_id].append((event.timestamp, event.event == SEGMENT_ENTERED))
+                at = simulate_schedules.transition_time(event.timestamp, event.properties)
+                transitions[segment_id].append((at, event.event == SEGMENT_ENTERED))
     if not transitions:
         return known.segment_ids
     members = set(known.segment_ids - set(transitions))

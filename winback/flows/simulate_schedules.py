@@ -7,9 +7,9 @@ local times, birthdays and first-order anniversaries at each customer's local ti
 snapshot (`scheduler.trigger_event`) — and `simulate.simulate_flow` enters them like events.
 
 Who is in a segment at an earlier moment is rebuilt from its stored `Segment Entered`/`Segment
-Exited` events (`member_at`); a member with no transition at all (recorded silently when the segment
-was first evaluated) counts as a member throughout. Birthdays and first-order dates are taken as
-stored now.
+Exited` events (`member_at`), each at the time of what caused it (`transition_time`); a member with
+no transition at all (recorded silently when the segment was first evaluated) counts as a member
+throughout. Birthdays and first-order dates are taken as stored now.
 """
 
 from __future__ import annotations
@@ -46,6 +46,18 @@ def member_at(changes: Sequence[tuple[datetime, bool]], now: datetime, stored: b
         return stored
     before = bisect.bisect_right(changes, now, key=lambda change: change[0])
     return changes[before - 1][1] if before else not changes[0][1]
+
+
+def transition_time(timestamp: datetime, properties: Mapping[str, Any]) -> datetime:
+    """When a segment transition happened: the time of the events that caused it when they were
+    older than the transition's own stamp (`caused_at`: imported history), else the stamp."""
+    caused = properties.get("caused_at")
+    if isinstance(caused, str):
+        try:
+            return min(as_utc(datetime.fromisoformat(caused)), timestamp)
+        except ValueError:
+            pass
+    return timestamp
 
 
 def date_firings(
@@ -168,7 +180,11 @@ def _transitions(session: Session, segment_id: int) -> Mapping[int, list[tuple[d
         query, execution_options={"yield_per": 10_000}
     ):
         if (properties or {}).get("segment_id") == segment_id:
-            found[customer_id].append((as_utc(timestamp), name == SEGMENT_ENTERED))
+            found[customer_id].append(
+                (transition_time(as_utc(timestamp), properties), name == SEGMENT_ENTERED)
+            )
+    for changes in found.values():
+        changes.sort(key=lambda change: change[0])
     return found
 
 
