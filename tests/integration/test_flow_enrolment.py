@@ -5,7 +5,7 @@ checkout abandoned long ago starts no run."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,9 +37,10 @@ REMINDER = {
 PRODUCTS = [{"product_id": "p1", "price": 40, "quantity": 1}]
 
 
-def _send(runtime: Runtime, kind: str, **message: Any) -> None:
+def _send(runtime: Runtime, kind: str, at: datetime | None = None, **message: Any) -> None:
+    """One Segment call received now (about `at`, when given: imported history), then applied."""
     now = runtime.clock.now()
-    row = parse_message({"timestamp": now.isoformat(), **message}, received_at=now, message_type=kind)
+    row = parse_message({"timestamp": (at or now).isoformat(), **message}, received_at=now, message_type=kind)
     store_events(runtime.engine, [row])
     process_pending(runtime)
 
@@ -131,11 +132,8 @@ def test_imported_history_and_stale_abandonments_start_no_runs(runtime: Runtime,
     # given the reminder flow live, and a year-old checkout arriving now (an import of history)
     _live(runtime)
     old = clock.now() - timedelta(days=365)
-    row = parse_message({"anonymousId": "a-old", "event": "Checkout Started", "timestamp": old.isoformat(),
-                         "properties": {"checkout_id": "k-old", "value": 40, "products": PRODUCTS}},
-                        received_at=clock.now(), message_type="track")  # fmt: skip
-    store_events(runtime.engine, [row])
-    process_pending(runtime)
+    _send(runtime, "track", at=old, anonymousId="a-old", event="Checkout Started",
+          properties={"checkout_id": "k-old", "value": 40, "products": PRODUCTS})  # fmt: skip
     # then it starts no run, and neither does its abandonment when the sweep finds it
     assert _runs(runtime) == []
     assert abandonment.sweep(runtime).checkouts_abandoned == 1
@@ -162,11 +160,8 @@ def test_history_that_moves_someone_into_a_segment_starts_no_segment_flow(
         service.set_status(session, created.id, "live", clock.now())
     # when last year's order of bob is imported, and ann orders now
     old = clock.now() - timedelta(days=365)
-    row = parse_message({"userId": "bob", "event": "Order Completed", "timestamp": old.isoformat(),
-                         "properties": {"order_id": "o-old", "total": 40, "products": PRODUCTS}},
-                        received_at=clock.now(), message_type="track")  # fmt: skip
-    store_events(runtime.engine, [row])
-    process_pending(runtime)
+    _send(runtime, "track", at=old, userId="bob", event="Order Completed",
+          properties={"order_id": "o-old", "total": 40, "products": PRODUCTS})  # fmt: skip
     _send(runtime, "track", userId="ann", event="Order Completed",
           properties={"order_id": "o-new", "total": 40, "products": PRODUCTS})  # fmt: skip
     process_pending(runtime)  # (the Segment Entered events themselves)
