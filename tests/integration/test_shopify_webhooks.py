@@ -673,6 +673,34 @@ def test_a_duplicate_found_only_at_the_unique_index_is_a_duplicate(
 # --- through the processor --------------------------------------------------------------------------
 
 
+def test_an_order_edited_in_shopify_changes_the_customers_total(
+    client: TestClient, runtime: Runtime, engine: sa.Engine
+) -> None:
+    # given an order of 65.00
+    _post(client, "orders/create", ORDER, webhook_id="w-110", triggered_at="2026-03-02T09:05:00Z")
+    process_pending(runtime)
+    # when the merchant edits it down to 45.00 (Shopify sends orders/updated)
+    edited = {**ORDER, "total_price": "45.00", "updated_at": "2026-03-02T11:00:00Z"}
+    response = _post(
+        client, "orders/updated", edited, webhook_id="w-111", triggered_at="2026-03-02T11:00:00Z"
+    )
+    assert response.json() == {"ok": True, "outcome": "accepted"}
+    process_pending(runtime)
+    # then the order and the customer's money spent follow
+    with sa.orm.Session(engine) as session:
+        order = session.scalar(sa.select(Order))
+        customer = session.scalar(sa.select(Customer).where(Customer.merged_into_id.is_(None)))
+        assert order is not None and customer is not None
+        assert (order.total, customer.total_spent, customer.orders_count) == (
+            Decimal("45.00"),
+            Decimal("45.00"),
+            1,
+        )
+    # and an older update delivered late is dropped
+    late = _post(client, "orders/updated", ORDER, webhook_id="w-112", triggered_at="2026-03-02T10:00:00Z")
+    assert late.json()["outcome"] == "stale"
+
+
 def test_checkout_order_and_refund_webhooks_processed_into_one_customer(
     client: TestClient, runtime: Runtime, engine: sa.Engine
 ) -> None:

@@ -519,6 +519,23 @@ def test_guest_order_is_anonymous_by_order_with_the_email_in_context() -> None:
     assert track.context["traits"] == {"email": "Guest@Example.com"}
 
 
+def test_orders_updated_carries_the_edited_total_status_and_address() -> None:
+    edited = {**ORDER, "total_price": "380.00", "financial_status": "partially_refunded",
+              "updated_at": "2026-03-04T09:00:00-05:00"}  # fmt: skip
+    plan = _plan("orders/updated", edited)
+    assert (plan.resource_key, plan.is_stale_checked) == ("order:450789469", True)
+    [event] = plan.events
+    assert event.event == "Order Updated"
+    assert {k: event.properties[k] for k in ("order_id", "financial_status", "total", "currency")} == {
+        "order_id": "450789469", "financial_status": "partially_refunded", "total": "380.00", "currency": "USD",
+    }  # fmt: skip
+    assert (
+        event.properties["shipping_address"]
+        == _plan("orders/create", ORDER).events[1].properties["shipping_address"]
+    )
+    assert event.timestamp == _at("2026-03-04T09:00:00-05:00")
+
+
 def test_orders_paid_and_cancelled_share_the_order_resource() -> None:
     paid = _plan("orders/paid", {**ORDER, "financial_status": "paid"})
     cancelled = _plan(

@@ -35,7 +35,7 @@ SOURCE = "shopify"
 
 CHECKOUT_TOPICS = ("checkouts/create", "checkouts/update")
 CART_TOPICS = ("carts/create", "carts/update")
-ORDER_TOPICS = ("orders/create", "orders/paid", "orders/fulfilled", "orders/cancelled")
+ORDER_TOPICS = ("orders/create", "orders/updated", "orders/paid", "orders/fulfilled", "orders/cancelled")
 CUSTOMER_TOPICS = ("customers/create", "customers/update")
 PRODUCT_TOPICS = ("products/create", "products/update")
 PRODUCT_DELETE = "products/delete"
@@ -62,6 +62,7 @@ STALE_CHECKED_TOPICS = frozenset(
         "customers/update",
         "products/update",
         PRODUCT_DELETE,
+        "orders/updated",
         "orders/paid",
         "orders/fulfilled",
         "orders/cancelled",
@@ -198,6 +199,8 @@ def map_events(delivery: Delivery, payload: Mapping[str, Any]) -> list[EventRow]
         messages = order_created_messages(payload)
     elif topic == "orders/paid":
         messages = order_paid_messages(payload)
+    elif topic == "orders/updated":
+        messages = order_updated_messages(payload)
     elif topic == "orders/fulfilled":
         messages = order_fulfilled_messages(payload)
     elif topic == "orders/cancelled":
@@ -408,18 +411,42 @@ def order_created_messages(payload: Mapping[str, Any]) -> list[Message]:
             "email": email,
             "phone": phone,
             "products": products_of_line_items(payload.get("line_items")),
-            "shipping_address": _drop_none(
-                {
-                    "country": _country(shipping_address.get("country_code")),
-                    "state": _text(shipping_address.get("province_code"))
-                    or _text(shipping_address.get("province")),
-                    "city": _text(shipping_address.get("city")),
-                }
-            )
-            or None,
+            "shipping_address": _shipping_address(shipping_address),
         }
     )
     return _identify_and_track(traits, "Order Completed", properties, user_id, anonymous_id, timestamp)
+
+
+def _shipping_address(address: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Segment-spec shipping address (country, state, city) of a Shopify address."""
+    return (
+        _drop_none(
+            {
+                "country": _country(address.get("country_code")),
+                "state": _text(address.get("province_code")) or _text(address.get("province")),
+                "city": _text(address.get("city")),
+            }
+        )
+        or None
+    )
+
+
+def order_updated_messages(payload: Mapping[str, Any]) -> list[Message]:
+    """Order Updated from any change of an order (Shopify sends orders/updated for edits, payment
+    and address changes alike): its total after edits, financial status and shipping address."""
+    order_id = _required_id(payload, "id", "orders/updated")
+    user_id, anonymous_id, email, phone = _order_identity(payload, order_id)
+    properties = _drop_none(
+        {
+            "order_id": order_id,
+            "financial_status": _text(payload.get("financial_status")),
+            "total": _money(payload.get("total_price")),
+            "currency": _currency(payload.get("currency")),
+            "shipping_address": _shipping_address(_mapping(payload.get("shipping_address"))),
+        }
+    )
+    timestamp = _time(payload.get("updated_at")) or _time(payload.get("processed_at"))
+    return [_track("Order Updated", properties, user_id, anonymous_id, timestamp, email, phone)]
 
 
 def order_paid_messages(payload: Mapping[str, Any]) -> list[Message]:
