@@ -34,7 +34,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from winback import store
-from winback.db.engine import reading, transaction
+from winback.db.engine import index_order_only, reading, transaction
 from winback.db.expressions import one_of
 from winback.db.models import (
     Checkout,
@@ -263,7 +263,8 @@ class Sender:
             )
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            rows = list(session.scalars(query))
+            with index_order_only(session):  # walks ix_outbox_status_id, never sorts what is pending
+                rows = list(session.scalars(query))
             shop = store.profile_in(session, self.settings)
             for row in rows:
                 try:

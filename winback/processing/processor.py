@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from winback import store
-from winback.db.engine import transaction
+from winback.db.engine import index_order_only, transaction
 from winback.db.expressions import one_of
 from winback.db.models import Base, Checkout, Customer, CustomerIdentity, IntentSession, Product
 from winback.flows import engine as flow_engine
@@ -103,25 +103,13 @@ def process_batch(runtime: Runtime, size: int) -> int:
         return len(rows)
 
 
-# PostgreSQL plans the claim from the table's statistics. Until `events` has been analyzed (a new
-# database, a bulk import, autovacuum off) it expects a handful of unprocessed rows, and reads and
-# sorts the whole backlog on every claim (a bitmap scan, then a sort spilling to disk): 116 ms per
-# 1,000 rows at a 50,000-event backlog, growing with it, against 17–21 ms by walking the partial
-# index `ix_events_unprocessed` in id order and stopping at the limit. The claim alone is told so.
-_INDEX_ORDER_ONLY = ("enable_bitmapscan", "enable_sort")
-
-
 def _claim(session: Session, size: int) -> list[Row[Any]]:
     table = EVENTS
     query = select(table).where(table.c.processed_at.is_(None)).order_by(table.c.id).limit(size)
     if session.get_bind().dialect.name != "postgresql":
         return list(session.execute(query))
-    for setting in _INDEX_ORDER_ONLY:
-        session.execute(text(f"SET LOCAL {setting} = off"))
-    rows = list(session.execute(query.with_for_update(skip_locked=True)))
-    for setting in _INDEX_ORDER_ONLY:
-        session.execute(text(f"RESET {setting}"))
-    return rows
+    with index_order_only(session):  # walks ix_events_unprocessed, never sorts the backlog
+        return list(session.execute(query.with_for_update(skip_locked=True)))
 
 
 class BatchProcessor:
