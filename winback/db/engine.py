@@ -114,8 +114,6 @@ def index_order_only(session: Session) -> Iterator[None]:
         return
     for setting in _INDEX_ORDER_ONLY:
         session.execute(text(f"SET LOCAL {setting} = off"))
-    try:
-        yield
-    finally:
-        for setting in _INDEX_ORDER_ONLY:
-            session.execute(text(f"RESET {setting}"))
+    yield  # on an error the transaction is rolled back, and SET LOCAL with it
+    for setting in _INDEX_ORDER_ONLY:
+        session.execute(text(f"RESET {setting}"))
