@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from winback.db.engine import index_order_only
 from winback.db.models import (
     Checkout,
     ConsentRecord,
@@ -306,3 +307,16 @@ def test_a_resent_opt_in_does_not_undo_a_later_opt_out(send, engine, clock) -> N
         assert _live_customers(session)[0].sms_consent == "subscribed"
         statuses = list(session.scalars(sa.select(ConsentRecord.status).order_by(ConsentRecord.id)))
         assert statuses == ["subscribed", "unsubscribed", "subscribed"]
+
+
+def test_queue_claims_are_planned_in_index_order_and_the_settings_restored(engine) -> None:  # type: ignore[no-untyped-def]
+    with Session(engine) as session, session.begin():
+        if engine.dialect.name != "postgresql":
+            with index_order_only(session):  # nothing to switch on SQLite
+                assert session.execute(sa.text("SELECT 1")).scalar() == 1
+            return
+        with index_order_only(session):
+            assert session.execute(sa.text("SHOW enable_bitmapscan")).scalar() == "off"
+            assert session.execute(sa.text("SHOW enable_sort")).scalar() == "off"
+        assert session.execute(sa.text("SHOW enable_bitmapscan")).scalar() == "on"
+        assert session.execute(sa.text("SHOW enable_sort")).scalar() == "on"
