@@ -555,6 +555,7 @@ def test_orders_paid_and_cancelled_share_the_order_resource() -> None:
         "financial_status": "paid",
         "total": "420.44",
         "currency": "USD",
+        "shipping_address": {"city": "Toronto", "country": "CA", "state": "ON"},
     }
     assert paid_event.timestamp == _at("2026-03-02T04:10:05-05:00")
     [cancelled_event] = cancelled.events

@@ -198,9 +198,9 @@ def map_events(delivery: Delivery, payload: Mapping[str, Any]) -> list[EventRow]
     elif topic == "orders/create":
         messages = order_created_messages(payload)
     elif topic == "orders/paid":
-        messages = order_paid_messages(payload)
+        messages = order_updated_messages(payload, topic, financial_status="paid")
     elif topic == "orders/updated":
-        messages = order_updated_messages(payload)
+        messages = order_updated_messages(payload, topic)
     elif topic == "orders/fulfilled":
         messages = order_fulfilled_messages(payload)
     elif topic == "orders/cancelled":
@@ -431,33 +431,21 @@ def _shipping_address(address: Mapping[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def order_updated_messages(payload: Mapping[str, Any]) -> list[Message]:
-    """Order Updated from any change of an order (Shopify sends orders/updated for edits, payment
-    and address changes alike): its total after edits, financial status and shipping address."""
-    order_id = _required_id(payload, "id", "orders/updated")
+def order_updated_messages(
+    payload: Mapping[str, Any], topic: str = "orders/updated", *, financial_status: str | None = None
+) -> list[Message]:
+    """Order Updated from a change of an order: orders/updated (edits, payment and address changes
+    alike) and orders/paid (`financial_status="paid"` whatever the payload says). It carries the
+    total after edits, the financial status and the shipping address."""
+    order_id = _required_id(payload, "id", topic)
     user_id, anonymous_id, email, phone = _order_identity(payload, order_id)
     properties = _drop_none(
         {
             "order_id": order_id,
-            "financial_status": _text(payload.get("financial_status")),
+            "financial_status": financial_status or _text(payload.get("financial_status")),
             "total": _money(payload.get("total_price")),
             "currency": _currency(payload.get("currency")),
             "shipping_address": _shipping_address(_mapping(payload.get("shipping_address"))),
-        }
-    )
-    timestamp = _time(payload.get("updated_at")) or _time(payload.get("processed_at"))
-    return [_track("Order Updated", properties, user_id, anonymous_id, timestamp, email, phone)]
-
-
-def order_paid_messages(payload: Mapping[str, Any]) -> list[Message]:
-    order_id = _required_id(payload, "id", "orders/paid")
-    user_id, anonymous_id, email, phone = _order_identity(payload, order_id)
-    properties = _drop_none(
-        {
-            "order_id": order_id,
-            "financial_status": "paid",
-            "total": _money(payload.get("total_price")),
-            "currency": _currency(payload.get("currency")),
         }
     )
     timestamp = _time(payload.get("updated_at")) or _time(payload.get("processed_at"))
