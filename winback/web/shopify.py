@@ -172,11 +172,7 @@ def _is_stale(session: Session, resource_key: str | None, triggered_at: datetime
     """Older than the newest delivery already recorded for the resource (ties are not stale)."""
     if resource_key is None or triggered_at is None:
         return False
-    newest = session.scalar(
-        select(func.max(ShopifyWebhookReceipt.triggered_at)).where(
-            ShopifyWebhookReceipt.resource_key == resource_key
-        )
-    )
+    newest = _newest_triggered_at(session, resource_key)
     return newest is not None and triggered_at < newest
 
 
@@ -185,13 +181,18 @@ def _redacted_since(session: Session, customer_key: str, triggered_at: datetime 
     checkout created before the erasure and delivered after it must not bring the person back.)"""
     if triggered_at is None:
         return False
-    redacted = session.scalar(
-        select(func.max(ShopifyWebhookReceipt.triggered_at)).where(
-            ShopifyWebhookReceipt.resource_key == customer_key,
-            ShopifyWebhookReceipt.topic == "customers/redact",
-        )
-    )
+    redacted = _newest_triggered_at(session, customer_key, topic="customers/redact")
     return redacted is not None and triggered_at < redacted
+
+
+def _newest_triggered_at(session: Session, resource_key: str, topic: str | None = None) -> datetime | None:
+    """When the newest delivery recorded for a resource (of one topic, if given) was triggered."""
+    query = select(func.max(ShopifyWebhookReceipt.triggered_at)).where(
+        ShopifyWebhookReceipt.resource_key == resource_key
+    )
+    if topic is not None:
+        query = query.where(ShopifyWebhookReceipt.topic == topic)
+    return session.scalar(query)
 
 
 def _is_received_in(session: Session, webhook_id: str) -> bool:
