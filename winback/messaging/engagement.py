@@ -397,7 +397,7 @@ def apply_status_callback(
     if mapped == message.status or (mapped in ("queued", "sending", "sent") and current >= PROGRESS[mapped]):
         return True
     if mapped == "failed":
-        reason = f"twilio {status}" + (f" (error {code})" if code else "")
+        reason = f"twilio {status}" + (_error_suffix(code) if code else "")
         record(
             session,
             message,
@@ -444,10 +444,15 @@ def _unreachable_streak(session: Session, message: Message) -> bool:
         .order_by(Message.id.desc())
         .limit(UNREACHABLE_STREAK_TO_SUPPRESS)
     ).all()
-    marker = f"(error {TWILIO_UNREACHABLE_CODE})"
+    marker = _error_suffix(TWILIO_UNREACHABLE_CODE)  # how the failure's reason ends (above)
     return len(answers) == UNREACHABLE_STREAK_TO_SUPPRESS and all(
         reason is not None and reason.endswith(marker) for reason in answers
     )
+
+
+def _error_suffix(code: str) -> str:
+    """How a Twilio failure's status reason names its error code."""
+    return f" (error {code})"
 
 
 def default_help_text(shop: StoreProfile) -> str:
