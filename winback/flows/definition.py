@@ -474,11 +474,11 @@ def validate_flow(definition: FlowDefinition) -> list[Problem]:
             problems.append(Problem(node.id, "the event and timeout branches lead to the same node"))
     if definition.start in by_id:
         problems.extend(_graph_problems(definition.start, by_id))
-    if not isinstance(definition.trigger, EventTrigger) and definition.entry.one_run_per != "customer":
+    scope = {"checkout": "a checkout", "order": "an order"}.get(definition.entry.one_run_per)
+    if scope is not None and not isinstance(definition.trigger, EventTrigger):
         problems.append(
-            Problem(None, f"one run per {definition.entry.one_run_per} needs an event trigger carrying "
-                          f"a{'n' if definition.entry.one_run_per == 'order' else ''} {definition.entry.one_run_per}")
-        )  # fmt: skip
+            Problem(None, f"one run per {definition.entry.one_run_per} needs an event trigger carrying {scope}")
+        )
     return problems
 
 

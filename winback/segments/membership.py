@@ -343,7 +343,7 @@ def refresh_customers(
     people = {
         cid: _Person(fact.profile.get("user_id"), fact.is_member_candidate) for cid, fact in known.items()
     }
-    _announce(session, changes, people, now, caused_at or {})
+    _announce(session, changes, people, now, caused_at)
     return [change for _, _, change in changes if not change.is_empty]
 
 
