@@ -33,6 +33,7 @@ from winback.db.models import Customer, FlowRun, OutboxEntry
 from winback.flows import engine as flow_engine
 from winback.flows import service
 from winback.kernel.clock import SystemClock
+from winback.settings import Settings
 
 RUNS = 1_000
 DELAY_S = 1  # between consecutive messages of a run
@@ -64,6 +65,8 @@ EXPECTED_PATH = [
     for node in ("a1", "d1", "a2", "d2", "a3", "d3", "a4")
     for outcome in ("entered", "passed")
 ]
+
+MAX_AGE = timedelta(hours=Settings().flow_trigger_max_age_h)  # as the processor passes it
 
 
 @dataclass
@@ -149,7 +152,7 @@ def _enrol(engine: sa.Engine, runs: int) -> None:
             )  # fmt: skip
             for customer in customers
         ]
-        assert flow_engine.enrol_for_events(session, events, now, "UTC") == runs
+        assert flow_engine.enrol_for_events(session, events, now, "UTC", MAX_AGE) == runs
 
 
 def _outbox_count(engine: sa.Engine) -> int:

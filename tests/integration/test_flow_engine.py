@@ -18,6 +18,9 @@ from winback.flows import engine as flow_engine
 from winback.flows import service
 from winback.kernel.clock import VirtualClock
 from winback.runtime import Runtime
+from winback.settings import Settings
+
+MAX_AGE = timedelta(hours=Settings().flow_trigger_max_age_h)  # as the processor passes it
 
 
 def _customer(runtime: Runtime, **fields: Any) -> int:
@@ -47,7 +50,7 @@ def _abandon(runtime: Runtime, customer_id: int, checkout_id: str = "k1") -> int
         timestamp=runtime.clock.now(), message_id=f"derived:checkout_abandoned:{checkout_id}",
     )  # fmt: skip
     with transaction(runtime.engine) as session:
-        return flow_engine.enrol_for_events(session, [event], runtime.clock.now(), "UTC")
+        return flow_engine.enrol_for_events(session, [event], runtime.clock.now(), "UTC", MAX_AGE)
 
 
 def _order(runtime: Runtime, customer_id: int) -> None:
@@ -383,7 +386,7 @@ def test_one_run_per_order_gives_a_second_order_its_own_run(runtime: Runtime, cl
             traits={}, timestamp=clock.now(), message_id=f"order:{order_id}",
         )  # fmt: skip
         with transaction(runtime.engine) as session:
-            return flow_engine.enrol_for_events(session, [event], clock.now(), "UTC")
+            return flow_engine.enrol_for_events(session, [event], clock.now(), "UTC", MAX_AGE)
 
     # when she orders twice in two days, and the first order is delivered again
     assert order("o1") == 1

@@ -210,9 +210,10 @@ def enrol_for_events(
     applied: Sequence[AppliedEvent],
     now: datetime,
     timezone: str,
-    max_age: timedelta = timedelta(hours=48),
+    max_age: timedelta,
 ) -> int:
-    """Start runs of live flows whose trigger these events fire; returns how many started."""
+    """Start runs of live flows whose trigger these events fire (and `may_trigger` lets start);
+    returns how many started."""
     if not applied:
         return 0
     live = _live_flows(session)
