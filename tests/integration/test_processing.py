@@ -310,11 +310,9 @@ def test_a_resent_opt_in_does_not_undo_a_later_opt_out(send, engine, clock) -> N
 
 
 def test_queue_claims_are_planned_in_index_order_and_the_settings_restored(engine) -> None:  # type: ignore[no-untyped-def]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("planner settings are PostgreSQL's (on SQLite the block does nothing)")
     with Session(engine) as session, session.begin():
-        if engine.dialect.name != "postgresql":
-            with index_order_only(session):  # nothing to switch on SQLite
-                assert session.execute(sa.text("SELECT 1")).scalar() == 1
-            return
         with index_order_only(session):
             assert session.execute(sa.text("SHOW enable_bitmapscan")).scalar() == "off"
             assert session.execute(sa.text("SHOW enable_sort")).scalar() == "off"
